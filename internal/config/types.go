@@ -1,0 +1,5 @@
+package config
+
+import "reflect"
+
+var reflectTypeOfConfig = reflect.TypeFor[Config]()
