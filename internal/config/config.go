@@ -246,6 +246,9 @@ func (c *Config) validate(ps *problems, getenv func(string) string) {
 			ps.add(path+".power_value", 0, "must not be negative")
 		}
 		total += *u.PowerValue
+		if u.Deadtime.D() < 3*p.PollInterval.D() {
+			ps.add(path+".deadtime", 0, "%s is less than 3 poll intervals (%s): a UPS on battery could count as silent between two polls", u.Deadtime, 3*p.PollInterval.D())
+		}
 		if u.MinCharge < 0 || u.MinCharge > 100 {
 			ps.add(path+".min_charge", 0, "want a percentage from 0 to 100, got %g", u.MinCharge)
 		}
