@@ -46,7 +46,8 @@ machine is touched.`,
 const demoPassword = "demo-secret"
 
 // runDemo plays the scripted outage against an in-process NUT server.
-func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, speed float64) error {
+func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) error {
+	out := &lockedWriter{w: w} // the script and the view both print
 	srv := nuttest.NewServer()
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		return fmt.Errorf("demo: start simulated NUT server: %w", err)
@@ -70,6 +71,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, speed float64
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Line mode (out is not a terminal): the story scrolls with its narration.
 	v := newView(out, "sundown demo")
 	var wg sync.WaitGroup
 	var scriptErr error
@@ -85,6 +87,18 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger, speed float64
 		return scriptErr
 	}
 	return err
+}
+
+// lockedWriter serializes writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func demoConfig(addr string) *config.Config {

@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sundown-ups/sundown/internal/nut/nuttest"
+)
+
+func run(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckListsEveryProblemAndExits2(t *testing.T) {
+	code, out, errs := run(t, context.Background(), "check", "-c", "../config/testdata/everything-wrong.yaml")
+	if code != 2 {
+		t.Fatalf("exit %d, want 2; stdout %q stderr %q", code, out, errs)
+	}
+	for _, want := range []string{"16 problems", `power.deadtme (line 6): unknown key (did you mean "deadtime"?)`, "ups[2].nut.address"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+func TestCheckExamples(t *testing.T) {
+	t.Setenv("SUNDOWN_NUT_PASSWORD", "x")
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	for _, f := range files {
+		code, out, errs := run(t, context.Background(), "check", "-c", f)
+		if code != 0 || !strings.Contains(out, ": ok (") {
+			t.Errorf("check %s: exit %d, %q %q", f, code, out, errs)
+		}
+	}
+}
+
+func TestNoConfigIsUsageError(t *testing.T) {
+	t.Setenv("SUNDOWN_CONFIG", "")
+	code, _, errs := run(t, context.Background(), "watch")
+	if code != 2 || !strings.Contains(errs, "give -c FILE") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestWatchShowsUPSAndDecision(t *testing.T) {
+	srv := nuttest.NewServer()
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AddUPS("ups", "", map[string]string{"ups.status": "OB DISCHRG", "battery.charge": "80", "battery.runtime": "900"})
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	yml := "power: {poll_interval: 100ms}\nups:\n  - name: rack\n    nut: {address: \"" + srv.Addr() + "\", ups: ups}\n"
+	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	code, out, errs := run(t, ctx, "watch", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"ONBATT", "rack: OB DISCHRG, charge 80 %, runtime 900 s", "Decision: warn, shutdown in 4", "s if power stays out: UPS rack: runtime"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("watch output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// The demo is the README's first command: it must finish, decide, set FSD
+// and hold the latch. Run fast here.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo takes ~8 s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code, out, errs := run(t, ctx, "demo", "--speed", "600")
+	if code != 0 {
+		t.Fatalf("demo exit %d: %s\n%s", code, errs, out)
+	}
+	for _, want := range []string{"The mains power fails", "ONBATT", "Decision: shutdown: UPS rack: runtime", "FSD", "ONLINE", "Demo finished"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, demoPassword) {
+		t.Error("demo printed its NUT password")
+	}
+}
