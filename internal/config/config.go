@@ -21,9 +21,11 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	Log   Log   `yaml:"log"`
-	Power Power `yaml:"power"`
-	UPS   []UPS `yaml:"ups"`
+	Log      Log      `yaml:"log"`
+	Power    Power    `yaml:"power"`
+	UPS      []UPS    `yaml:"ups"`
+	Targets  []Target `yaml:"targets"`
+	Shutdown Shutdown `yaml:"shutdown"`
 }
 
 // Log configures sundown's own logging.
@@ -156,7 +158,9 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	// Go on after shape problems: the semantic checks below still find
 	// what is missing or inconsistent, so one run lists everything.
 	c.applyDefaults()
+	c.applyShutdownDefaults()
 	c.validate(&ps, getenv)
+	c.validateShutdown(&ps, getenv)
 	if len(ps.list) > 0 {
 		return nil, &Error{File: name, Problems: ps.list}
 	}
@@ -278,27 +282,7 @@ func validateNUT(n *NUT, path string, ps *problems, getenv func(string) string) 
 	default:
 		ps.add(path+".mode", 0, "want primary or secondary, got %q", n.Mode)
 	}
-	var secret Secret
-	switch {
-	case n.PasswordFile != "" && n.PasswordEnv != "":
-		ps.add(path, 0, "give password_file or password_env, not both")
-	case n.PasswordFile != "":
-		b, err := os.ReadFile(n.PasswordFile)
-		switch {
-		case err != nil:
-			ps.add(path+".password_file", 0, "cannot read: %v", errors.Unwrap(err))
-		case strings.TrimSpace(string(b)) == "":
-			ps.add(path+".password_file", 0, "%s is empty", n.PasswordFile)
-		default:
-			secret = NewSecret(strings.TrimRight(string(b), "\r\n"))
-		}
-	case n.PasswordEnv != "":
-		if v := getenv(n.PasswordEnv); v == "" {
-			ps.add(path+".password_env", 0, "environment variable %s is not set", n.PasswordEnv)
-		} else {
-			secret = NewSecret(v)
-		}
-	}
+	secret := readSecret(n.PasswordFile, n.PasswordEnv, path, ps, getenv)
 	if n.Username != "" && secret.IsZero() && n.PasswordFile == "" && n.PasswordEnv == "" {
 		ps.add(path, 0, "username %q needs password_file or password_env", n.Username)
 	}
@@ -314,7 +298,7 @@ func validateNUT(n *NUT, path string, ps *problems, getenv func(string) string) 
 		}
 		if t.CAFile != "" {
 			if _, err := os.Stat(t.CAFile); err != nil {
-				ps.add(path+".tls.ca_file", 0, "cannot read: %v", errors.Unwrap(err))
+				ps.add(path+".tls.ca_file", 0, "cannot read: %v", unwrapPathErr(err))
 			}
 		}
 		if t.Fingerprint != "" && !fingerprintRE.MatchString(t.Fingerprint) {
@@ -322,6 +306,41 @@ func validateNUT(n *NUT, path string, ps *problems, getenv func(string) string) 
 		}
 	}
 	return secret
+}
+
+// readSecret reads a secret from a file or an environment variable; both
+// given is a problem. Problems never contain the secret.
+func readSecret(file, env, path string, ps *problems, getenv func(string) string) Secret {
+	switch {
+	case file != "" && env != "":
+		ps.add(path, 0, "give password_file or password_env, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		switch {
+		case err != nil:
+			ps.add(path+".password_file", 0, "cannot read: %v", unwrapPathErr(err))
+		case strings.TrimSpace(string(b)) == "":
+			ps.add(path+".password_file", 0, "%s is empty", file)
+		default:
+			return NewSecret(strings.TrimRight(string(b), "\r\n"))
+		}
+	case env != "":
+		if v := getenv(env); v == "" {
+			ps.add(path+".password_env", 0, "environment variable %s is not set", env)
+		} else {
+			return NewSecret(v)
+		}
+	}
+	return Secret{}
+}
+
+// unwrapPathErr drops the path from an *os.PathError: the path is already
+// in the problem's location.
+func unwrapPathErr(err error) error {
+	if u := errors.Unwrap(err); u != nil {
+		return u
+	}
+	return err
 }
 
 func checkAddress(addr, path string, ps *problems) {
