@@ -1,0 +1,382 @@
+package plan
+
+import (
+	"time"
+)
+
+// Schedule is a plan list-scheduled under caps: when each step is expected
+// to start and end, relative to the start of the shutdown.
+//
+// Slices are indexed by step ID. A step that can never run (only possible in
+// a hand-built Plan with a cycle) has Start and End -1.
+type Schedule struct {
+	Caps Caps
+	// Start and End offsets of each step.
+	Start, End []time.Duration
+	// Lane is the executor slot (0 … Caps.Global-1) a step occupies; -1 for
+	// group markers, which need no slot.
+	Lane []int
+	// Makespan is when the last step ends.
+	Makespan time.Duration
+	// CriticalPath is the longest chain of dependent steps by estimate
+	// (step IDs, first to last), ignoring the caps; CriticalPathLen its
+	// length.
+	CriticalPath    []int
+	CriticalPathLen time.Duration
+	// TotalWork is the sum of all estimates.
+	TotalWork time.Duration
+	// WorkBound is TotalWork / Caps.Global, rounded up.
+	WorkBound time.Duration
+	// HostBound is the busiest host's guest work (HostWork) /
+	// Caps.PerHost, rounded up; BusiestHost is that host ("TARGET/HOSTID").
+	HostBound   time.Duration
+	HostWork    time.Duration
+	BusiestHost string
+	// LowerBound is max(CriticalPathLen, WorkBound, HostBound): no schedule
+	// under these caps can end sooner, so Makespan ≥ LowerBound.
+	LowerBound time.Duration
+}
+
+// Estimate list-schedules the plan under caps (zero fields take the
+// defaults): every step lasts its Estimate; at each moment the free slots go
+// to the ready steps with the longest remaining path to the end (critical
+// path first, HLFET), ties to the lower ID. At most caps.Global steps run at
+// once, and at most caps.PerHost guest steps per host; hook and host steps
+// count against the global cap only, group markers against none. A step
+// with a zero estimate still takes a slot for an instant (the executor
+// checks the live state), so it waits for a free slot like any other.
+//
+// It runs in O((V+E) log V) time for V steps and E dependencies.
+func (p *Plan) Estimate(caps Caps) Schedule {
+	caps = caps.WithDefaults()
+	n := len(p.Steps)
+	s := Schedule{
+		Caps:  caps,
+		Start: make([]time.Duration, n),
+		End:   make([]time.Duration, n),
+		Lane:  make([]int, n),
+	}
+	if n == 0 {
+		return s
+	}
+
+	dur := make([]time.Duration, n)
+	slotless := make([]bool, n)
+	for i := range p.Steps {
+		st := &p.Steps[i]
+		if st.Kind == StepGroup {
+			slotless[i] = true
+		} else {
+			dur[i] = max(st.Estimate, 0)
+		}
+		s.TotalWork += dur[i]
+	}
+
+	// Successors in compressed form; ignore dependencies that are not step
+	// IDs (a hand-built plan must not make this panic).
+	indeg := make([]int32, n)
+	off := make([]int32, n+1)
+	for i := range p.Steps {
+		for _, d := range p.Steps[i].Deps {
+			if d >= 0 && d < n && d != i {
+				off[d+1]++
+				indeg[i]++
+			}
+		}
+	}
+	for i := range n {
+		off[i+1] += off[i]
+	}
+	succ := make([]int32, off[n])
+	fill := make([]int32, n)
+	copy(fill, off[:n])
+	for i := range p.Steps {
+		for _, d := range p.Steps[i].Deps {
+			if d >= 0 && d < n && d != i {
+				succ[fill[d]] = int32(i)
+				fill[d]++
+			}
+		}
+	}
+	succOf := func(v int32) []int32 { return succ[off[v]:off[v+1]] }
+
+	// Topological order (Kahn), then bottom levels in reverse.
+	topo := make([]int32, 0, n)
+	left := make([]int32, n)
+	copy(left, indeg)
+	for v := range n {
+		if left[v] == 0 {
+			topo = append(topo, int32(v))
+		}
+	}
+	for i := 0; i < len(topo); i++ {
+		for _, w := range succOf(topo[i]) {
+			if left[w]--; left[w] == 0 {
+				topo = append(topo, w)
+			}
+		}
+	}
+	bl := make([]time.Duration, n)
+	for i := len(topo) - 1; i >= 0; i-- {
+		v := topo[i]
+		var m time.Duration
+		for _, w := range succOf(v) {
+			m = max(m, bl[w])
+		}
+		bl[v] = dur[v] + m
+	}
+
+	// Critical path: from the step with the longest bottom level, follow
+	// the successor with the longest one.
+	best := int32(-1)
+	for _, v := range topo {
+		if best < 0 || bl[v] > bl[best] || (bl[v] == bl[best] && v < best) {
+			best = v
+		}
+	}
+	if best >= 0 {
+		s.CriticalPathLen = bl[best]
+	}
+	for v := best; v >= 0; {
+		s.CriticalPath = append(s.CriticalPath, int(v))
+		next := int32(-1)
+		for _, w := range succOf(v) {
+			if next < 0 || bl[w] > bl[next] || (bl[w] == bl[next] && w < next) {
+				next = w
+			}
+		}
+		v = next
+	}
+
+	// Hosts of guest steps, for the per-host cap and bound.
+	host := make([]int32, n)
+	hostIdx := map[string]int32{}
+	var hostKeys []string
+	var hostWork []time.Duration
+	for i := range p.Steps {
+		host[i] = -1
+		st := &p.Steps[i]
+		if st.Kind != StepGuest || st.HostID == "" {
+			continue
+		}
+		k := st.Target + "/" + st.HostID
+		h, ok := hostIdx[k]
+		if !ok {
+			h = int32(len(hostKeys))
+			hostIdx[k] = h
+			hostKeys = append(hostKeys, k)
+			hostWork = append(hostWork, 0)
+		}
+		host[i] = h
+		hostWork[h] += dur[i]
+	}
+	s.WorkBound = ceilDiv(s.TotalWork, caps.Global)
+	for h, w := range hostWork {
+		if b := ceilDiv(w, caps.PerHost); b > s.HostBound || (b == s.HostBound && s.BusiestHost == "") {
+			s.HostBound, s.HostWork, s.BusiestHost = b, w, hostKeys[h]
+		}
+	}
+	s.LowerBound = max(s.CriticalPathLen, s.WorkBound, s.HostBound)
+
+	// The simulation.
+	for i := range n {
+		s.Start[i], s.End[i], s.Lane[i] = -1, -1, -1
+	}
+	prio := func(x, y int32) bool { return bl[x] > bl[y] || (bl[x] == bl[y] && x < y) }
+	type cand struct {
+		v, host int32
+		ver     uint32
+	}
+	global := &heapOf[cand]{less: func(x, y cand) bool { return prio(x.v, y.v) }}
+	hostQ := make([]*heapOf[int32], len(hostKeys))
+	for h := range hostQ {
+		hostQ[h] = &heapOf[int32]{less: prio}
+	}
+	hostRun := make([]int, len(hostKeys))
+	hostVer := make([]uint32, len(hostKeys))
+	offer := func(h int32) {
+		if hostRun[h] < caps.PerHost && hostQ[h].len() > 0 {
+			hostVer[h]++
+			global.push(cand{v: hostQ[h].top(), host: h, ver: hostVer[h]})
+		}
+	}
+	lanes := &heapOf[int]{less: func(x, y int) bool { return x < y }}
+	for l := range min(caps.Global, n) {
+		lanes.push(l)
+	}
+	running := &heapOf[int32]{less: func(x, y int32) bool {
+		return s.End[x] < s.End[y] || (s.End[x] == s.End[y] && x < y)
+	}}
+
+	var now time.Duration
+	var work []int32 // steps whose dependencies are all done
+	release := func() {
+		for len(work) > 0 {
+			v := work[len(work)-1]
+			work = work[:len(work)-1]
+			switch {
+			case slotless[v]:
+				s.Start[v], s.End[v] = now, now
+				for _, w := range succOf(v) {
+					if indeg[w]--; indeg[w] == 0 {
+						work = append(work, w)
+					}
+				}
+			case host[v] >= 0:
+				hostQ[host[v]].push(v)
+				offer(host[v])
+			default:
+				global.push(cand{v: v, host: -1})
+			}
+		}
+	}
+	for v := n - 1; v >= 0; v-- {
+		if indeg[v] == 0 {
+			work = append(work, int32(v))
+		}
+	}
+	release()
+	for {
+		for lanes.len() > 0 && global.len() > 0 {
+			c := global.pop()
+			v := c.v
+			if c.host >= 0 {
+				if c.ver != hostVer[c.host] {
+					continue
+				}
+				v = hostQ[c.host].pop()
+				hostRun[c.host]++
+			}
+			s.Lane[v] = lanes.pop()
+			s.Start[v], s.End[v] = now, now+dur[v]
+			running.push(v)
+			if c.host >= 0 {
+				offer(c.host)
+			}
+		}
+		if running.len() == 0 {
+			break
+		}
+		now = s.End[running.top()]
+		for running.len() > 0 && s.End[running.top()] == now {
+			v := running.pop()
+			lanes.push(s.Lane[v])
+			if h := host[v]; h >= 0 {
+				hostRun[h]--
+				offer(h)
+			}
+			for _, w := range succOf(v) {
+				if indeg[w]--; indeg[w] == 0 {
+					work = append(work, w)
+				}
+			}
+		}
+		release()
+	}
+	for i := range n {
+		s.Makespan = max(s.Makespan, s.End[i])
+	}
+	return s
+}
+
+func ceilDiv(d time.Duration, k int) time.Duration {
+	if k <= 0 || d <= 0 {
+		return max(d, 0)
+	}
+	q := d / time.Duration(k)
+	if q*time.Duration(k) < d {
+		q++
+	}
+	return q
+}
+
+// BatteryMargin compares a plan's makespan with the battery runtime.
+type BatteryMargin struct {
+	// Runtime is the battery runtime; 0 when unknown (Known false).
+	Runtime time.Duration
+	Known   bool
+	// Plan is the schedule's makespan.
+	Plan time.Duration
+	// Required is the margin the operator wants on top of the plan.
+	Required time.Duration
+	// Spare is Runtime − Plan (negative when the plan is longer).
+	Spare time.Duration
+	// Fits: Plan + Required ≤ Runtime (false when the runtime is unknown).
+	Fits bool
+}
+
+// Margin compares the makespan with the battery runtime (0 = unknown) and
+// the margin the operator requires on top of the plan.
+func (s Schedule) Margin(runtime, margin time.Duration) BatteryMargin {
+	m := BatteryMargin{Runtime: max(runtime, 0), Known: runtime > 0, Plan: s.Makespan, Required: max(margin, 0)}
+	if m.Known {
+		m.Spare = m.Runtime - m.Plan
+		m.Fits = m.Plan+m.Required <= m.Runtime
+	}
+	return m
+}
+
+// String renders the margin as "runtime 1260 s − plan 431 s = margin 829 s:
+// fits", with the required margin in parentheses when there is one.
+func (m BatteryMargin) String() string {
+	req := ""
+	if m.Required > 0 {
+		req = " (required " + seconds(m.Required) + " s)"
+	}
+	if !m.Known {
+		return "runtime unknown: the plan needs " + seconds(m.Plan) + " s + margin " + seconds(m.Required) +
+			" s = " + seconds(m.Plan+m.Required) + " s of battery"
+	}
+	verdict := "fits"
+	if !m.Fits {
+		verdict = "DOES NOT FIT"
+	}
+	return "runtime " + seconds(m.Runtime) + " s − plan " + seconds(m.Plan) + " s = margin " + seconds(m.Spare) +
+		" s: " + verdict + req
+}
+
+// heapOf is a binary min-heap ordered by less.
+type heapOf[T any] struct {
+	items []T
+	less  func(x, y T) bool
+}
+
+func (h *heapOf[T]) len() int { return len(h.items) }
+
+func (h *heapOf[T]) top() T { return h.items[0] }
+
+func (h *heapOf[T]) push(x T) {
+	h.items = append(h.items, x)
+	i := len(h.items) - 1
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !h.less(h.items[i], h.items[parent]) {
+			break
+		}
+		h.items[i], h.items[parent] = h.items[parent], h.items[i]
+		i = parent
+	}
+}
+
+func (h *heapOf[T]) pop() T {
+	top := h.items[0]
+	last := len(h.items) - 1
+	h.items[0] = h.items[last]
+	h.items = h.items[:last]
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < last && h.less(h.items[l], h.items[m]) {
+			m = l
+		}
+		if r < last && h.less(h.items[r], h.items[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h.items[i], h.items[m] = h.items[m], h.items[i]
+		i = m
+	}
+	return top
+}
