@@ -1,47 +1,27 @@
 package vsphere_test
 
-// An in-process vSphere for the tests: govmomi's simulator (vcsim) serving
-// TLS on 127.0.0.1 with a certificate from a throw-away CA, with the gaps
-// that matter to sundown filled in through the simulator's own hooks:
-//
-//   - ShutdownGuest on a VM whose tools do not run answers ToolsUnavailable
-//     (the simulator would accept it);
-//   - one VM accepts ShutdownGuest and ignores it (a hung guest OS);
-//   - HostSystem.ShutdownHost_Task, which the simulator lacks, through a
-//     wrapper object returned by the registry's Handler hook;
-//   - calls are counted per method, and EnterMaintenanceMode_Task requests
-//     are recorded.
+// The tests' in-process vSphere is vcsim.Sim (govmomi's simulator with a
+// declared fleet, TLS from a throw-away CA on 127.0.0.1, ToolsUnavailable
+// for VMs without tools, a guest that ignores shutdown, ShutdownHost_Task,
+// call counting). This file declares the fleets the tests use and adapts
+// the Sim to the conformance suite.
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
@@ -49,82 +29,35 @@ import (
 	"github.com/sundown-ups/sundown/internal/provider"
 	"github.com/sundown-ups/sundown/internal/provider/providertest"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
+	"github.com/sundown-ups/sundown/internal/provider/vsphere/vcsim"
 )
 
 const (
 	simUser      = "sundown@vsphere.local"
 	simPassword  = "correct horse battery staple"
 	powerOffPriv = "VirtualMachine.Interact.PowerOff"
+	// guestDelay is how long a guest OS takes to shut down in these fleets.
+	guestDelay = 300 * time.Millisecond
 )
 
-// pki is a CA and a server certificate for 127.0.0.1 signed by it.
+// pki is a CA and a server certificate signed by it, with the fingerprints
+// the TLS tests pin.
 type pki struct {
-	caPEM  []byte
-	server tls.Certificate
-	leaf   *x509.Certificate
+	*vcsim.PKI
 }
-
-var testPKI = sync.OnceValues(func() (*pki, error) { return newPKI() })
 
 func newPKI() (*pki, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := vcsim.NewPKI()
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "sundown test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "vcsim"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback},
-		DNSNames:     []string{"localhost"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
-	if err != nil {
-		return nil, err
-	}
-	return &pki{
-		caPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		server: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key, Leaf: leaf},
-		leaf:   leaf,
-	}, nil
+	return &pki{k}, nil
 }
 
-func (k *pki) sha256() string {
-	s := sha256.Sum256(k.leaf.Raw)
-	return hex.EncodeToString(s[:])
-}
+func (k *pki) sha256() string { return k.Thumbprint() }
 
 func (k *pki) sha1() string {
-	s := sha1.Sum(k.leaf.Raw)
+	s := sha1.Sum(k.Leaf.Raw)
 	return hex.EncodeToString(s[:])
 }
 
@@ -141,131 +74,88 @@ func colons(h string) string {
 // simOptions shape one simulator.
 type simOptions struct {
 	esx         bool           // standalone ESXi instead of vCenter
-	methodDelay map[string]int // per-method API delay in ms (Model.DelayConfig)
+	methodDelay map[string]int // per-method API delay in ms
 }
 
-// sim is one running simulator.
+// The fleets. vCenter: three hosts in a cluster, six VMs; ESXi: one host,
+// four VMs. web-1 runs with tools, hung-1 ignores shutdown, appliance-1
+// has no tools, old-1 is off; template-1 and app-1 are plain running VMs.
+func simFleet(opt simOptions) vcsim.Fleet {
+	f := vcsim.Fleet{VCenter: !opt.esx, Username: simUser, Password: simPassword}
+	if opt.esx {
+		f.Hosts = []vcsim.Host{{Name: "esxi.lab.example"}}
+	} else {
+		f.Hosts = []vcsim.Host{{Name: "esx-1.lab.example"}, {Name: "esx-2.lab.example"}, {Name: "esx-3.lab.example"}}
+	}
+	host := func(i int) string { return f.Hosts[i%len(f.Hosts)].Name }
+	f.VMs = []vcsim.VM{
+		{Name: "web-1", Host: host(0), ShutdownDelay: guestDelay},
+		{Name: "hung-1", Host: host(0), IgnoreShutdown: true},
+		{Name: "appliance-1", Host: host(1), NoTools: true},
+		{Name: "old-1", Host: host(1), PoweredOff: true, ShutdownDelay: guestDelay},
+	}
+	if !opt.esx {
+		f.VMs = append(f.VMs,
+			vcsim.VM{Name: "template-1", Host: host(2), ShutdownDelay: guestDelay},
+			vcsim.VM{Name: "app-1", Host: host(2), ShutdownDelay: guestDelay},
+		)
+	}
+	if len(opt.methodDelay) > 0 {
+		f.MethodDelay = map[string]time.Duration{}
+		for name, ms := range opt.methodDelay {
+			f.MethodDelay[name] = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return f
+}
+
+// sim is one running simulator seen by a test.
 type sim struct {
-	t      *testing.T
-	model  *simulator.Model
-	server *simulator.Server
-	caFile string
-	pki    *pki
-	fix    providertest.Fixture
-	names  map[string]string // VM id → name
-
-	noTools map[string]bool // VM ids whose tools do not run
-	deaf    string
-
-	mu          sync.Mutex
-	calls       map[string]int
-	maintenance []types.EnterMaintenanceMode_Task
+	t     *testing.T
+	vc    *vcsim.Sim
+	pki   *pki
+	fix   providertest.Fixture
+	names map[string]string // VM id → name
 }
 
 func startSim(t *testing.T, opt simOptions) *sim {
 	t.Helper()
-	k, err := testPKI()
+	f := simFleet(opt)
+	vc, err := vcsim.Start(t.Context(), f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m *simulator.Model
-	if opt.esx {
-		m = simulator.ESX()
-		m.Machine = 4
-	} else {
-		m = simulator.VPX() // 1 standalone host + a cluster
-		m.ClusterHost = 2
-		m.Machine = 3 // per host folder / pool: 6 VMs on 3 hosts
-	}
-	m.DelayConfig.MethodDelay = opt.methodDelay
-	if err := m.Create(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Remove)
-
-	s := &sim{t: t, model: m, pki: k, names: map[string]string{}, noTools: map[string]bool{}, calls: map[string]int{}}
-	byName := map[string]*simulator.VirtualMachine{}
-	for _, e := range m.Map().All("VirtualMachine") {
-		vm := e.(*simulator.VirtualMachine)
-		byName[vm.Name] = vm
-		s.names[vm.Self.Value] = vm.Name
-	}
-	pick := func(name string) *simulator.VirtualMachine {
-		vm, ok := byName[name]
-		if !ok {
-			t.Fatalf("simulator has no VM %s", name)
+	t.Cleanup(func() {
+		if err := vc.Close(); err != nil {
+			t.Errorf("vcsim Close: %v", err)
 		}
-		return vm
-	}
-	var running, deaf, noTools, off *simulator.VirtualMachine
-	if opt.esx {
-		running, deaf, noTools, off = pick("ha-host_VM0"), pick("ha-host_VM1"), pick("ha-host_VM2"), pick("ha-host_VM3")
-	} else {
-		running, deaf = pick("DC0_H0_VM0"), pick("DC0_H0_VM1")
-		noTools, off = pick("DC0_C0_RP0_VM0"), pick("DC0_C0_RP0_VM1")
+	})
+	s := &sim{t: t, vc: vc, names: map[string]string{}}
+	s.pki = &pki{&vcsim.PKI{CAPEM: vc.CAPEM(), Leaf: vc.Certificate()}}
+	for _, vm := range f.VMs {
+		s.names[vc.VMID(vm.Name)] = vm.Name
 	}
 	s.fix = providertest.Fixture{
-		Running: running.Self.Value,
-		Off:     off.Self.Value,
-		NoTools: noTools.Self.Value,
-		Deaf:    deaf.Self.Value,
-		Host:    running.Runtime.Host.Value,
-	}
-	s.fix.DenyPowerOff = s.denyPowerOff
-	s.deaf = deaf.Self.Value
-	s.noTools[noTools.Self.Value] = true
-	s.noTools[off.Self.Value] = true
-
-	// Tools run in every VM but NoTools and Off (the simulator reports
-	// them not installed everywhere).
-	ctx := m.Service.Context
-	for _, vm := range byName {
-		if s.noTools[vm.Self.Value] {
-			continue
-		}
-		m.Map().WithLock(ctx, vm, func() {
-			m.Map().Update(ctx, vm, []types.PropertyChange{
-				{Name: "guest.toolsRunningStatus", Val: string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)},
-				{Name: "guest.toolsStatus", Val: types.VirtualMachineToolsStatusToolsOk},
-			})
-		})
-	}
-	m.Map().Handler = s.handle
-
-	m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{k.server}}
-	m.Service.Listen = &url.URL{User: url.UserPassword(simUser, simPassword)}
-	s.server = m.Service.NewServer()
-	t.Cleanup(s.server.Close)
-
-	s.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(s.caFile, k.caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	// Power Off off through the API, as an admin would.
-	c := s.admin()
-	task, err := object.NewVirtualMachine(c, off.Self).PowerOff(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Wait(t.Context()); err != nil {
-		t.Fatal(err)
+		Running:      vc.VMID("web-1"),
+		Off:          vc.VMID("old-1"),
+		NoTools:      vc.VMID("appliance-1"),
+		Deaf:         vc.VMID("hung-1"),
+		Host:         vc.HostID(f.Hosts[0].Name),
+		DenyPowerOff: s.denyPowerOff,
 	}
 	return s
 }
 
 // url is the endpoint without credentials.
-func (s *sim) url() string {
-	return "https://" + s.server.URL.Host + "/sdk"
-}
+func (s *sim) url() string { return s.vc.URL() }
 
 // config is a provider Config that trusts the simulator through the CA file.
 func (s *sim) config() vsphere.Config {
 	return vsphere.Config{
-		URL:      s.url(),
+		URL:      s.vc.URL(),
 		Username: simUser,
 		Password: simPassword,
-		CAFile:   s.caFile,
+		CAFile:   s.vc.CAFile(),
 		Logger:   testLogger(s.t),
 	}
 }
@@ -285,9 +175,12 @@ func (s *sim) open(cfg vsphere.Config) *vsphere.Provider {
 func (s *sim) admin() *vim25.Client {
 	s.t.Helper()
 	ctx := s.t.Context()
-	u, _ := url.Parse(s.url())
+	u, err := url.Parse(s.url())
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	sc := soap.NewClient(u, false)
-	if err := sc.SetRootCAs(s.caFile); err != nil {
+	if err := sc.SetRootCAs(s.vc.CAFile()); err != nil {
 		s.t.Fatal(err)
 	}
 	c, err := vim25.NewClient(ctx, sc)
@@ -326,63 +219,13 @@ func (s *sim) terminateProviderSessions() int {
 	return len(ids)
 }
 
-func (s *sim) count(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[method]
-}
-
-// handle is the registry's Handler hook: it runs before every method.
-func (s *sim) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
-	s.mu.Lock()
-	s.calls[m.Name]++
-	if req, ok := m.Body.(*types.EnterMaintenanceMode_Task); ok {
-		s.maintenance = append(s.maintenance, *req)
-	}
-	s.mu.Unlock()
-
-	switch m.Name {
-	case "ShutdownGuest":
-		if s.noTools[m.This.Value] {
-			vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine)
-			if !ok {
-				return nil, nil
-			}
-			var state types.VirtualMachinePowerState
-			ctx.Map.WithLock(ctx, vm, func() { state = vm.Runtime.PowerState })
-			if state == types.VirtualMachinePowerStatePoweredOn {
-				return nil, &types.ToolsUnavailable{}
-			}
-		}
-		if m.This.Value == s.deaf {
-			if vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
-				return override(ctx, &deafVM{vm}), nil
-			}
-		}
-	case "ShutdownHost_Task":
-		if h, ok := ctx.Map.Get(m.This).(*simulator.HostSystem); ok {
-			return override(ctx, &shutdownHost{h}), nil
-		}
-	}
-	return nil, nil
-}
-
-// override makes w handle this call. The simulator prefers an object in the
-// caller's session registry over the one the Handler hook returns, so the
-// wrapper goes there too (it embeds the real object, so every other method
-// still reaches it).
-func override(ctx *simulator.Context, w mo.Reference) mo.Reference {
-	if ctx.Session != nil {
-		ctx.Session.Put(w)
-	}
-	return w
-}
+func (s *sim) count(method string) int { return s.vc.Calls(method) }
 
 // denyPowerOff makes the next PowerOffVM_Task on id fail with NoPermission,
 // through the simulator's fault injection.
 func (s *sim) denyPowerOff(t *testing.T, id string) string {
 	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: id}
-	s.model.Service.AddFaultRule(&simulator.FaultInjectionRule{
+	s.vc.AddFaultRule(&simulator.FaultInjectionRule{
 		MethodName:  "PowerOffVM_Task",
 		ObjectType:  "VirtualMachine",
 		ObjectName:  s.names[id],
@@ -393,45 +236,6 @@ func (s *sim) denyPowerOff(t *testing.T, id string) string {
 		Enabled:     true,
 	})
 	return powerOffPriv
-}
-
-// deafVM accepts ShutdownGuest and does nothing: a guest OS that hangs.
-type deafVM struct {
-	*simulator.VirtualMachine
-}
-
-func (vm *deafVM) ShutdownGuest(ctx *simulator.Context, req *types.ShutdownGuest) soap.HasFault {
-	body := &methods.ShutdownGuestBody{}
-	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
-		body.Fault_ = simulator.Fault("", &types.InvalidPowerState{
-			RequestedState: types.VirtualMachinePowerStatePoweredOn,
-			ExistingState:  vm.Runtime.PowerState,
-		})
-		return body
-	}
-	body.Res = new(types.ShutdownGuestResponse)
-	return body
-}
-
-// shutdownHost adds ShutdownHost_Task with the documented behaviour: without
-// force the host must be in maintenance mode (else InvalidState).
-type shutdownHost struct {
-	*simulator.HostSystem
-}
-
-func (h *shutdownHost) ShutdownHostTask(ctx *simulator.Context, req *types.ShutdownHost_Task) soap.HasFault {
-	task := simulator.CreateTask(h.HostSystem, "shutdownHost", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-		if !req.Force && !h.Runtime.InMaintenanceMode {
-			return nil, &types.InvalidState{}
-		}
-		ctx.Update(h.HostSystem, []types.PropertyChange{
-			{Name: "runtime.powerState", Val: types.HostSystemPowerStatePoweredOff},
-		})
-		return nil, nil
-	})
-	return &methods.ShutdownHost_TaskBody{
-		Res: &types.ShutdownHost_TaskResponse{Returnval: task.Run(ctx)},
-	}
 }
 
 // harness adapts a simulator to the conformance suite.

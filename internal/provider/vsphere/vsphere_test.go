@@ -2,8 +2,8 @@ package vsphere_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +22,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/provider"
 	"github.com/sundown-ups/sundown/internal/provider/providertest"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
+	"github.com/sundown-ups/sundown/internal/provider/vsphere/vcsim"
 )
 
 // None of these tests run in parallel: TestTaskDelay changes a package
@@ -112,7 +113,7 @@ func TestTagsAndTemplates(t *testing.T) {
 	// A template cannot be powered on: it is not a guest.
 	var tmplID string
 	for id, name := range s.names {
-		if name == "DC0_C0_RP0_VM2" {
+		if name == "template-1" {
 			tmplID = id
 		}
 	}
@@ -136,8 +137,8 @@ func TestTagsAndTemplates(t *testing.T) {
 	if len(g.Tags) != len(want) || g.Tags[vsphere.AnnotationTag] != want[vsphere.AnnotationTag] || g.Tags["sundown.group"] != "web" {
 		t.Errorf("Tags = %v, want %v", g.Tags, want)
 	}
-	if g.UUID == "" || g.Name != "DC0_H0_VM0" {
-		t.Errorf("Guest = %+v, want a UUID and name DC0_H0_VM0", g)
+	if g.UUID == "" || g.Name != "web-1" {
+		t.Errorf("Guest = %+v, want a UUID and name web-1", g)
 	}
 	inv, err := p.Inventory(ctx)
 	if err != nil {
@@ -253,7 +254,7 @@ func TestReloginRefused(t *testing.T) {
 	s := startSim(t, simOptions{})
 	p := s.open(s.config())
 	s.terminateProviderSessions()
-	s.model.Service.AddFaultRule(&simulator.FaultInjectionRule{
+	s.vc.AddFaultRule(&simulator.FaultInjectionRule{
 		MethodName: "Login", ObjectType: "*", ObjectName: "*", Probability: 1,
 		FaultType: simulator.FaultTypeCustom, Fault: &types.InvalidLogin{}, Enabled: true,
 	})
@@ -285,7 +286,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
-	if err := os.WriteFile(otherCA, other.caPEM, 0o600); err != nil {
+	if err := os.WriteFile(otherCA, other.CAPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -545,9 +546,7 @@ func TestEnterMaintenanceOptions(t *testing.T) {
 	if err := p.EnterMaintenance(ctx, s.fix.Host, opts); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	reqs := s.maintenance
-	s.mu.Unlock()
+	reqs := s.vc.MaintenanceRequests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d EnterMaintenanceMode_Task requests, want 1", len(reqs))
 	}
@@ -569,23 +568,18 @@ func TestEnterMaintenanceOptions(t *testing.T) {
 
 // BenchmarkInventory lists a 100-VM vCenter (3 hosts) per iteration.
 func BenchmarkInventory(b *testing.B) {
-	m := simulator.VPX()
-	m.ClusterHost = 2
-	m.Machine = 50
-	if err := m.Create(); err != nil {
-		b.Fatal(err)
+	f := vcsim.Fleet{VCenter: true, Hosts: []vcsim.Host{{Name: "esx-1"}, {Name: "esx-2"}, {Name: "esx-3"}}}
+	for i := range 100 {
+		f.VMs = append(f.VMs, vcsim.VM{Name: fmt.Sprintf("vm-%03d", i), Host: f.Hosts[i%3].Name})
 	}
-	defer m.Remove()
-	k, err := testPKI()
+	vc, err := vcsim.Start(b.Context(), f)
 	if err != nil {
 		b.Fatal(err)
 	}
-	m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{k.server}}
-	srv := m.Service.NewServer()
-	defer srv.Close()
+	defer vc.Close()
 	p, err := vsphere.New(b.Context(), vsphere.Config{
-		URL: "https://" + srv.URL.Host + "/sdk", Username: "u", Password: "p",
-		Thumbprint: k.sha256(), Logger: slog.New(slog.DiscardHandler),
+		URL: vc.URL(), Username: vc.Username(), Password: vc.Password(),
+		Thumbprint: vc.Thumbprint(), Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		b.Fatal(err)
