@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/sundown-ups/sundown/internal/config"
+	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/policy"
 	"github.com/sundown-ups/sundown/internal/power"
+	"github.com/sundown-ups/sundown/internal/provider"
 )
 
 // Snapshot is the daemon's view at one moment.
@@ -23,18 +25,42 @@ type Snapshot struct {
 	UPS      []power.State // in config order
 	Decision policy.Decision
 	Events   []power.Event // the most recent events, oldest first (bounded)
+	// Plan is the current shutdown plan and its estimate (nil without
+	// targets or before the first discovery).
+	Plan *PlanInfo
+	// Shutdown is the shutdown in progress or done (nil before).
+	Shutdown *ShutdownStatus
+}
+
+// PlanInfo summarizes the plan the daemon would run now.
+type PlanInfo struct {
+	Steps      int
+	Makespan   time.Duration
+	LowerBound time.Duration
+	Problems   []string
+	Built      time.Time
 }
 
 // Options tune an App beyond its config.
 type Options struct {
-	// Act lets the app act on a shutdown decision (set FSD in primary
-	// mode). A passive watcher leaves it false.
+	// Act lets the app act on a shutdown decision: set FSD in primary
+	// mode and run the shutdown plan. A passive watcher leaves it false.
 	Act bool
+	// Plan makes a passive watcher discover the targets and keep the plan
+	// estimate current (the runtime budget then uses it).
+	Plan bool
 	// OnEvent, if set, is called for every power event from the app's
 	// loop. It must not block.
 	OnEvent func(power.Event)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Journal overrides the journal path (default: state_dir/journal.jsonl).
+	Journal string
+	// OnStep, if set, sees every executor event. It may be slow: the
+	// executor never waits for it.
+	OnStep func(plan.Event)
+	// Dial overrides how targets are connected (tests, the demo).
+	Dial func(context.Context, config.Target, *slog.Logger) (provider.Provider, error)
 }
 
 // App is the running daemon core.
@@ -45,10 +71,14 @@ type App struct {
 	pcfg    policy.Config
 	sources []source
 
+	fleet *Fleet
+
 	mu       sync.Mutex
 	snap     Snapshot
 	subs     map[chan Snapshot]struct{}
 	trackers []*power.Tracker
+	plan     *plan.Plan
+	planDur  time.Duration // the plan's estimated makespan (0: none yet)
 }
 
 const maxEvents = 200
@@ -59,6 +89,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*App, error) {
 		opts.Now = time.Now
 	}
 	a := &App{cfg: cfg, log: log, opts: opts, pcfg: PolicyConfig(cfg), subs: map[chan Snapshot]struct{}{}}
+	if len(cfg.Targets) > 0 {
+		a.fleet = NewFleet(cfg, log)
+		if opts.Dial != nil {
+			a.fleet.dial = opts.Dial
+		}
+	}
 	for _, u := range cfg.UPS {
 		a.trackers = append(a.trackers, power.NewTracker(u.Name, power.TrackerOptions{NoCommWarn: cfg.Power.NoCommWarn.D()}))
 		switch {
@@ -118,38 +154,97 @@ func (a *App) Snapshot() Snapshot {
 	return a.snap
 }
 
-// Run watches every UPS until ctx ends. It returns after every goroutine it
-// started has ended (NUT logins are released with LOGOUT on the way out).
+// Run watches every UPS until ctx ends, and (with Options.Act) runs the
+// shutdown when the policy decides it. It returns after every goroutine it
+// started has ended.
+//
+// SIGTERM (ctx ending) during a shutdown does not abandon it: Run keeps the
+// shutdown going, and the NUT logins held, until the plan has run to its
+// end, then returns. A SIGKILL stops it for real; the journal makes the
+// next start resume the same run at once, whatever the power state.
 func (a *App) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	updates := make(chan update, 64)
+	// Sources live until Run returns, not until ctx ends: the NUT LOGIN
+	// must be held while a shutdown runs.
 	var wg sync.WaitGroup
+	if a.fleet != nil {
+		defer a.fleet.Close() // after every goroutine using it has ended
+	}
+	defer wg.Wait()
+	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSources() // runs first: ends the sources and the plan loop
+	updates := make(chan update, 64)
 	for i, s := range a.sources {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.run(ctx, func(u update) {
+			s.run(srcCtx, func(u update) {
 				u.idx = i
 				select {
 				case updates <- u:
-				case <-ctx.Done():
+				case <-srcCtx.Done():
 				}
 			})
 		}()
 	}
-	defer wg.Wait()
+	if a.fleet != nil {
+		if a.opts.Act || a.opts.Plan {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.planLoop(srcCtx)
+			}()
+		}
+	}
 
 	tick := time.NewTicker(a.tickInterval())
 	defer tick.Stop()
 	var prev policy.Decision
 	prev.ETA = -1
-	fsdDone := false
+	shutdownDone := make(chan struct{})
+	started, finished := false, false
+	startShutdown := func(reason string) {
+		if started || !a.opts.Act {
+			return
+		}
+		started = true
+		a.setFSD(srcCtx)
+		if a.fleet == nil {
+			close(shutdownDone) // no targets: FSD was the whole shutdown
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(shutdownDone)
+			a.runShutdown(srcCtx, reason)
+		}()
+	}
+	if a.opts.Act && a.fleet != nil {
+		if id, ok := a.pendingRun(); ok {
+			prev = policy.Decision{Kind: policy.Shutdown, At: a.opts.Now(), ETA: 0,
+				Reasons: []string{"resuming the shutdown recorded in the journal (run " + id + "): a started shutdown always finishes"}}
+			a.log.Warn("resuming an unfinished shutdown from the journal", "run", id)
+			a.publish(a.opts.Now(), prev, nil)
+			startShutdown(prev.Reasons[0])
+		}
+	}
+	ctxDone := ctx.Done()
 	for {
 		var events []power.Event
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-ctxDone:
+			if !started || finished {
+				return nil
+			}
+			a.log.Warn("stop requested during a shutdown: finishing the shutdown first")
+			ctxDone = nil
+			continue
+		case <-shutdownDone:
+			shutdownDone, finished = nil, true
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		case u := <-updates:
 			tr := a.trackers[u.idx]
 			if u.err != nil {
@@ -180,9 +275,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		prev = d
 		a.publish(now, d, events)
-		if d.Kind == policy.Shutdown && a.opts.Act && !fsdDone {
-			fsdDone = true
-			a.setFSD(ctx)
+		if d.Kind == policy.Shutdown {
+			startShutdown(d.String())
 		}
 	}
 }
@@ -193,6 +287,11 @@ func (a *App) tickInterval() time.Duration {
 
 func (a *App) policyInput(now time.Time) policy.Input {
 	in := policy.Input{Now: now, PlanDuration: a.cfg.Power.ShutdownDuration.D(), PlanSource: "config"}
+	a.mu.Lock()
+	if a.planDur > 0 {
+		in.PlanDuration, in.PlanSource = a.planDur, "plan estimate"
+	}
+	a.mu.Unlock()
 	for _, tr := range a.trackers {
 		in.States = append(in.States, tr.State())
 	}
@@ -226,6 +325,12 @@ func (a *App) publish(now time.Time, d policy.Decision, events []power.Event) {
 	}
 	a.snap = a.snapshotLocked(now, d)
 	a.snap.Events = evs
+	a.sendLocked()
+}
+
+// sendLocked hands the current snapshot to every subscriber, replacing
+// any snapshot it has not taken yet.
+func (a *App) sendLocked() {
 	for ch := range a.subs {
 		select {
 		case <-ch:
@@ -236,7 +341,7 @@ func (a *App) publish(now time.Time, d policy.Decision, events []power.Event) {
 }
 
 func (a *App) snapshotLocked(now time.Time, d policy.Decision) Snapshot {
-	s := Snapshot{At: now, Decision: d, Events: a.snap.Events}
+	s := Snapshot{At: now, Decision: d, Events: a.snap.Events, Plan: a.snap.Plan, Shutdown: a.snap.Shutdown}
 	for _, tr := range a.trackers {
 		s.UPS = append(s.UPS, tr.State())
 	}

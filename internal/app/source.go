@@ -226,3 +226,36 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// waitOthersGone polls NUMLOGINS until only this client is logged in or
+// ctx ends; it returns the last count.
+func (s *nutSource) waitOthersGone(ctx context.Context) (int, error) {
+	for {
+		s.mu.Lock()
+		c := s.client
+		s.mu.Unlock()
+		n := -1
+		if c != nil {
+			if v, err := c.NumLogins(ctx, s.cfg.NUT.UPS); err == nil {
+				n = v
+				if n <= 1 {
+					return n, nil
+				}
+			}
+		}
+		if !sleep(ctx, 500*time.Millisecond) {
+			return n, ctx.Err()
+		}
+	}
+}
+
+// instCmd sends an instant command on the held connection.
+func (s *nutSource) instCmd(ctx context.Context, cmd string) error {
+	s.mu.Lock()
+	c := s.client
+	s.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("INSTCMD %s %s: not connected", s.cfg.NUT.UPS, cmd)
+	}
+	return c.InstCmd(ctx, s.cfg.NUT.UPS, cmd, "")
+}

@@ -33,6 +33,7 @@ func TestCheckListsEveryProblemAndExits2(t *testing.T) {
 
 func TestCheckExamples(t *testing.T) {
 	t.Setenv("SUNDOWN_NUT_PASSWORD", "x")
+	t.Setenv("SUNDOWN_VSPHERE_PASSWORD", "x")
 	files, _ := filepath.Glob("../../examples/*.yaml")
 	for _, f := range files {
 		code, out, errs := run(t, context.Background(), "check", "-c", f)

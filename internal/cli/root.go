@@ -67,6 +67,9 @@ Start with:  sundown demo`,
 		newDemo(stdout, stderr),
 		newWatch(stdout, stderr),
 		newCheck(stdout),
+		newPlan(stdout, stderr),
+		newRun(stderr),
+		newDrill(stdout, stderr),
 	)
 	return root
 }

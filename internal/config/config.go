@@ -21,6 +21,8 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
+	// StateDir keeps the journal of shutdown runs. Default /var/lib/sundown.
+	StateDir string   `yaml:"state_dir"`
 	Log      Log      `yaml:"log"`
 	Power    Power    `yaml:"power"`
 	UPS      []UPS    `yaml:"ups"`
@@ -94,6 +96,13 @@ type NUT struct {
 	// site shuts down.
 	Mode string  `yaml:"mode"`
 	TLS  *NUTTLS `yaml:"tls"`
+	// UPSCommand is the instant command a primary sends once the shutdown
+	// is done and the other clients have logged out (or PrimaryWait has
+	// passed), e.g. "shutdown.return" so the UPS cuts the load and powers
+	// it again when mains returns. Empty: none.
+	UPSCommand string `yaml:"ups_command"`
+	// PrimaryWait bounds the wait for other clients to log out. Default 60s.
+	PrimaryWait Duration `yaml:"primary_wait"`
 }
 
 // NUTTLS requires STARTTLS; a server that refuses it is an error.
@@ -118,6 +127,7 @@ const (
 	DefaultShutdownDuration = 5 * time.Minute
 	DefaultOffGrace         = 30 * time.Second
 	DefaultNUTPort          = "3493"
+	DefaultStateDir         = "/var/lib/sundown"
 	DefaultApcupsdPort      = "3551"
 )
 
@@ -178,6 +188,9 @@ func (c *Config) applyDefaults() {
 	setDur(&p.Debounce, DefaultDebounce)
 	setDur(&p.RuntimeMargin, DefaultRuntimeMargin)
 	setDur(&p.ShutdownDuration, DefaultShutdownDuration)
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -198,6 +211,7 @@ func (c *Config) applyDefaults() {
 			if u.NUT.Mode == "" {
 				u.NUT.Mode = "secondary"
 			}
+			setDur(&u.NUT.PrimaryWait, 60*time.Second)
 			u.NUT.Address = withPort(u.NUT.Address, DefaultNUTPort)
 		}
 		if u.Apcupsd != nil {
@@ -288,6 +302,9 @@ func validateNUT(n *NUT, path string, ps *problems, getenv func(string) string) 
 	}
 	if n.Username == "" && (n.PasswordFile != "" || n.PasswordEnv != "") {
 		ps.add(path+".username", 0, "missing: a password is given without a username")
+	}
+	if n.UPSCommand != "" && n.Mode != "primary" {
+		ps.add(path+".ups_command", 0, "only a primary sends a UPS command; set mode: primary or remove it")
 	}
 	if n.Mode == "primary" && n.Username == "" {
 		ps.add(path+".mode", 0, "primary needs username and a password (an upsd.users entry with upsmon primary)")

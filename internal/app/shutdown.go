@@ -1,0 +1,317 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sundown-ups/sundown/internal/config"
+	"github.com/sundown-ups/sundown/internal/plan"
+)
+
+// DefaultJournal is the journal of a default install.
+var DefaultJournal = filepath.Join(config.DefaultStateDir, "journal.jsonl")
+
+// JournalPath is where a config keeps its journal.
+func JournalPath(c *config.Config) string { return filepath.Join(c.StateDir, "journal.jsonl") }
+
+// LearnedDurations reads past runs' step durations from a journal; a
+// missing or unreadable journal gives none (the plan then uses timeouts).
+func LearnedDurations(path string) map[string]time.Duration {
+	h, err := plan.ReadHistory(path)
+	if err != nil {
+		return nil
+	}
+	return h
+}
+
+// StepStatus is one step of a running or finished shutdown.
+type StepStatus struct {
+	ID      int
+	Key     string
+	Name    string
+	Group   string
+	Kind    string
+	State   string // pending, running, done, failed, skipped
+	Outcome plan.Outcome
+	Action  string // the action running or last run
+	Err     string
+	Start   time.Time
+	End     time.Time
+}
+
+// ShutdownStatus is the shutdown as the snapshot shows it.
+type ShutdownStatus struct {
+	State    string // "running" or "done"
+	RunID    string
+	Resumed  bool
+	DryRun   bool
+	Started  time.Time
+	Ended    time.Time
+	Estimate time.Duration
+	Steps    []StepStatus
+	Notes    []string // UPS command, unreachable targets, journal errors
+}
+
+// runShutdown builds a fresh plan and executes it to its end. It never
+// gives up on ctx: once started, the shutdown finishes (the latch); only
+// the process dying stops it, and the journal resumes it on restart.
+func (a *App) runShutdown(ctx context.Context, reason string) {
+	ctx = context.WithoutCancel(ctx)
+	a.log.Warn("starting the shutdown", "reason", reason)
+	p := a.freshPlan(ctx)
+	if p == nil {
+		a.log.Error("no plan could be built: nothing to shut down beyond the UPS steps")
+		p = &plan.Plan{}
+	}
+	rest, self := splitSelf(p)
+	est := p.Estimate(p.Caps)
+	a.setShutdown(func(s *ShutdownStatus) {
+		s.State, s.Started, s.Estimate = "running", a.opts.Now(), est.Makespan
+		s.Steps = stepStatuses(p)
+	})
+	j, err := plan.OpenJournal(a.journalPath())
+	if err != nil {
+		a.log.Error("journal unavailable: the shutdown runs without it (no resume after a crash)", "err", err)
+		a.note("journal unavailable: %v", err)
+		j = nil
+	}
+	opts := plan.ExecOptions{Journal: j, Hooks: a.runHook, Log: a.log, OnEvent: a.onStep}
+	rep, err := plan.Execute(ctx, rest, a.fleet.Targets(), opts)
+	a.finishReport(rep, err)
+	a.afterGuests(ctx)
+	if self != nil {
+		rep, err = plan.Execute(ctx, self, a.fleet.Targets(), opts)
+		a.finishReport(rep, err)
+	}
+	if j != nil {
+		_ = j.Close()
+	}
+	a.setShutdown(func(s *ShutdownStatus) { s.State, s.Ended = "done", a.opts.Now() })
+	a.log.Warn("shutdown finished")
+}
+
+func (a *App) finishReport(rep *plan.Report, err error) {
+	if err != nil {
+		a.log.Error("executor", "err", err)
+		a.note("executor: %v", err)
+	}
+	if rep == nil {
+		return
+	}
+	a.setShutdown(func(s *ShutdownStatus) {
+		if s.RunID == "" {
+			s.RunID, s.Resumed = rep.RunID, rep.Resumed
+		}
+	})
+	for _, f := range rep.Failed() {
+		a.log.Error("step failed", "step", f.Name, "key", f.Key, "err", f.Err)
+	}
+}
+
+// afterGuests runs once every step but the host carrying sundown is done:
+// as primary, wait (bounded) for the other NUT clients to log out, then
+// send the configured UPS command. Until here every NUT LOGIN is held.
+func (a *App) afterGuests(ctx context.Context) {
+	for _, s := range a.sources {
+		ns, ok := s.(*nutSource)
+		if !ok || !ns.isPrimary() || ns.cfg.NUT.UPSCommand == "" {
+			continue
+		}
+		n := ns.cfg.NUT
+		wctx, cancel := context.WithTimeout(ctx, n.PrimaryWait.D())
+		others, err := ns.waitOthersGone(wctx)
+		cancel()
+		switch {
+		case err != nil:
+			a.log.Warn("other NUT clients still logged in; sending the UPS command anyway", "ups", ns.cfg.Name, "clients", others, "waited", n.PrimaryWait.D().String())
+		default:
+			a.log.Info("other NUT clients logged out", "ups", ns.cfg.Name)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = ns.instCmd(cctx, n.UPSCommand)
+		cancel()
+		if err != nil {
+			a.log.Error("UPS command failed", "ups", ns.cfg.Name, "cmd", n.UPSCommand, "err", err)
+			a.note("UPS %s: %s failed: %v", ns.cfg.Name, n.UPSCommand, err)
+		} else {
+			a.log.Warn("UPS command sent", "ups", ns.cfg.Name, "cmd", n.UPSCommand)
+			a.note("UPS %s: %s sent", ns.cfg.Name, n.UPSCommand)
+		}
+	}
+}
+
+// splitSelf separates the step shutting down the host that carries
+// sundown (always last) so the UPS steps can run before it.
+func splitSelf(p *plan.Plan) (rest, self *plan.Plan) {
+	n := len(p.Steps)
+	if p.SelfHost == "" || n == 0 {
+		return p, nil
+	}
+	last := p.Steps[n-1]
+	if last.Kind != plan.StepHostShutdown || !strings.HasSuffix(last.Key, "/"+p.SelfHost) {
+		return p, nil
+	}
+	r := *p
+	r.Steps = p.Steps[:n-1]
+	s := *p
+	last.ID, last.Deps = 0, nil // Execute wants IDs equal to positions
+	s.Steps = []plan.Step{last}
+	return &r, &s
+}
+
+// runHook runs a configured hook: a command (no shell) or an HTTP call,
+// bounded by the step's timeout (ctx).
+func (a *App) runHook(ctx context.Context, s plan.Step) error {
+	var h *config.Hook
+	for i := range a.cfg.Shutdown.Hooks {
+		if a.cfg.Shutdown.Hooks[i].Name == s.Name {
+			h = &a.cfg.Shutdown.Hooks[i]
+		}
+	}
+	switch {
+	case h == nil:
+		return fmt.Errorf("hook %s: not in the config", s.Name)
+	case h.Exec != nil:
+		cmd := exec.CommandContext(ctx, h.Exec.Command[0], h.Exec.Command[1:]...)
+		cmd.Env = append(cmd.Environ(), "SUNDOWN_HOOK="+h.Name)
+		cmd.WaitDelay = time.Second
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("hook %s: %w: %s", h.Name, err, strings.TrimSpace(lastLine(string(out))))
+		}
+		return nil
+	case h.HTTP != nil:
+		req, err := http.NewRequestWithContext(ctx, h.HTTP.Method, h.HTTP.URL, strings.NewReader(`{"event":"shutdown","hook":"`+h.Name+`"}`))
+		if err != nil {
+			return fmt.Errorf("hook %s: %w", h.Name, err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{Timeout: h.Timeout.D()}).Do(req)
+		if err != nil {
+			return fmt.Errorf("hook %s: %w", h.Name, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("hook %s: %s answered %s", h.Name, h.HTTP.URL, resp.Status)
+		}
+		return nil
+	}
+	return errors.New("hook " + s.Name + ": nothing to run")
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func stepStatuses(p *plan.Plan) []StepStatus {
+	out := make([]StepStatus, 0, len(p.Steps))
+	for _, s := range p.Steps {
+		st := "pending"
+		out = append(out, StepStatus{ID: s.ID, Key: s.Key, Name: s.Name, Group: s.Group, Kind: s.Kind.String(), State: st})
+	}
+	return out
+}
+
+// onStep records an executor event in the snapshot. It runs on the
+// executor's event goroutine, never on the shutdown's path.
+func (a *App) onStep(e plan.Event) {
+	if a.opts.OnStep != nil {
+		a.opts.OnStep(e)
+	}
+	a.setShutdown(func(s *ShutdownStatus) {
+		for i := range s.Steps {
+			st := &s.Steps[i]
+			if st.Key != e.Key {
+				continue
+			}
+			switch e.Type {
+			case plan.EventStepStart:
+				st.State, st.Start = "running", e.At
+			case plan.EventActionStart:
+				st.Action = e.Action.String()
+			case plan.EventStepDone:
+				st.State, st.Outcome, st.End = "done", e.Outcome, e.At
+				if e.Outcome == plan.OutcomeSkipped {
+					st.State = "skipped"
+				}
+			case plan.EventStepFailed:
+				st.State, st.Outcome, st.Err, st.End = "failed", e.Outcome, e.Err, e.At
+			}
+			return
+		}
+	})
+}
+
+func (a *App) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	a.setShutdown(func(s *ShutdownStatus) { s.Notes = append(s.Notes, msg) })
+}
+
+// setShutdown changes the shutdown status and publishes a snapshot.
+func (a *App) setShutdown(f func(*ShutdownStatus)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var s ShutdownStatus
+	if a.snap.Shutdown != nil {
+		s = *a.snap.Shutdown
+		s.Steps = append([]StepStatus(nil), s.Steps...)
+		s.Notes = append([]string(nil), s.Notes...)
+	}
+	f(&s)
+	snap := a.snap
+	snap.Shutdown = &s
+	snap.At = a.opts.Now()
+	a.snap = snap
+	a.sendLocked()
+}
+
+func (a *App) journalPath() string {
+	if a.opts.Journal != "" {
+		return a.opts.Journal
+	}
+	return JournalPath(a.cfg)
+}
+
+// freshPlan rediscovers the fleet and plans; on failure it falls back to
+// the last good plan.
+func (a *App) freshPlan(ctx context.Context) *plan.Plan {
+	if a.fleet == nil {
+		return nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	p, problems, errs := BuildPlan(bctx, a.cfg, a.fleet, LearnedDurations(a.journalPath()))
+	for _, e := range errs {
+		a.log.Error("target unreachable: its guests are not in this shutdown", "err", e)
+		a.note("unreachable: %v", e)
+	}
+	for _, pr := range problems {
+		a.log.Warn("plan", "problem", pr.String())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(p.Steps) == 0 && a.plan != nil {
+		return a.plan
+	}
+	a.plan = p
+	return p
+}
+
+// PendingRun reports the ID of an unfinished shutdown in the journal.
+func PendingRun(path string) (string, bool) {
+	rs, ok, err := plan.ReadPending(path)
+	if err != nil || !ok {
+		return "", false
+	}
+	return rs.ID, true
+}

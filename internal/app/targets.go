@@ -1,0 +1,132 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sundown-ups/sundown/internal/config"
+	"github.com/sundown-ups/sundown/internal/plan"
+	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/vsphere"
+)
+
+// NewProvider builds the provider of one configured target. It is the one
+// place that knows every backend (explicit registration: no init()
+// self-registration, no blank imports).
+func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provider.Provider, error) {
+	switch {
+	case t.VSphere != nil:
+		v := t.VSphere
+		return vsphere.New(ctx, vsphere.Config{
+			URL: v.URL, Username: v.Username, Password: v.Password.Reveal(),
+			CAFile: v.CAFile, Thumbprint: v.Thumbprint, Insecure: v.Insecure,
+			Logger: log.With("target", t.Name),
+		})
+	}
+	return nil, fmt.Errorf("target %s: no backend configured", t.Name)
+}
+
+// Fleet holds the providers of every configured target. A target that
+// cannot be reached is reported and tried again on the next call; it never
+// stops sundown from watching the power.
+type Fleet struct {
+	targets []config.Target
+	log     *slog.Logger
+	dial    func(context.Context, config.Target, *slog.Logger) (provider.Provider, error)
+
+	mu    sync.Mutex
+	provs map[string]provider.Provider
+}
+
+// NewFleet prepares (but does not connect) the configured targets.
+func NewFleet(c *config.Config, log *slog.Logger) *Fleet {
+	return &Fleet{targets: c.Targets, log: log, dial: NewProvider, provs: map[string]provider.Provider{}}
+}
+
+// Connect connects every target not yet connected, each bounded by
+// timeout, and returns the errors of those that failed.
+func (f *Fleet) Connect(ctx context.Context, timeout time.Duration) []error {
+	var errs []error
+	for _, t := range f.targets {
+		f.mu.Lock()
+		_, ok := f.provs[t.Name]
+		f.mu.Unlock()
+		if ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		p, err := f.dial(cctx, t, f.log)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("target %s: %w", t.Name, err))
+			continue
+		}
+		f.mu.Lock()
+		f.provs[t.Name] = p
+		f.mu.Unlock()
+	}
+	return errs
+}
+
+// Targets returns the connected providers by target name.
+func (f *Fleet) Targets() plan.Targets {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(plan.Targets, len(f.provs))
+	for k, v := range f.provs {
+		out[k] = v
+	}
+	return out
+}
+
+// Inventories reads every connected target's inventory; targets not
+// connected are left out (Connect reports them).
+func (f *Fleet) Inventories(ctx context.Context, timeout time.Duration) ([]plan.TargetInventory, []error) {
+	var invs []plan.TargetInventory
+	var errs []error
+	provs := f.Targets()
+	for _, t := range f.targets {
+		p, ok := provs[t.Name]
+		if !ok {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, timeout)
+		inv, err := p.Inventory(ictx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("target %s: inventory: %w", t.Name, err))
+			continue
+		}
+		invs = append(invs, TargetInventory(t, plan.TargetInventory{Inventory: inv}))
+	}
+	return invs, errs
+}
+
+// Close closes every provider.
+func (f *Fleet) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	for name, p := range f.provs {
+		if err := p.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("target %s: close: %w", name, err))
+		}
+		delete(f.provs, name)
+	}
+	return errors.Join(errs...)
+}
+
+// BuildPlan connects, discovers and plans. Problems are the planner's
+// (errors and warnings); errs are targets that could not be reached or
+// read (their guests are missing from the plan).
+func BuildPlan(ctx context.Context, c *config.Config, f *Fleet, history map[string]time.Duration) (*plan.Plan, []plan.Problem, []error) {
+	errs := f.Connect(ctx, 30*time.Second)
+	invs, ierrs := f.Inventories(ctx, 60*time.Second)
+	errs = append(errs, ierrs...)
+	p, problems := plan.Build(Spec(c, invs, history))
+	return p, problems, errs
+}

@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sundown-ups/sundown/internal/app"
+)
+
+func newRun(stderr io.Writer) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the daemon: watch the power and shut the site down when the policy says so",
+		Long: `run is the daemon. It watches every UPS, keeps the shutdown plan and its
+estimate current (so the runtime budget uses the real plan duration), and when
+the policy decides, runs the plan to its end: guests in dependency order, then
+hosts, the host carrying sundown last. It holds its NUT logins until the last
+host step; as primary it sets FSD at once and sends ups_command at the end.
+
+Once started, a shutdown always finishes. SIGTERM during a shutdown does not
+abandon it: sundown finishes the plan first, then exits. After a SIGKILL or a
+crash, the next start reads the journal and resumes the same run at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			log := newLogger(stderr, c.Log)
+			a, err := app.New(c, log, app.Options{Act: true})
+			if err != nil {
+				return err
+			}
+			log.Info("sundown running", "ups", len(c.UPS), "targets", len(c.Targets), "journal", app.JournalPath(c))
+			return a.Run(cmd.Context())
+		},
+	}
+	configFlag(cmd, &path)
+	return cmd
+}
