@@ -347,3 +347,6 @@ func (a *App) snapshotLocked(now time.Time, d policy.Decision) Snapshot {
 	}
 	return s
 }
+
+// Config returns the config the app runs with.
+func (a *App) Config() *config.Config { return a.cfg }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/nut/nuttest"
 	"github.com/sundown-ups/sundown/internal/policy"
+	"github.com/sundown-ups/sundown/internal/provider/vsphere/vcsim"
 )
 
 func newDemo(stdout, stderr io.Writer) *cobra.Command {
@@ -22,13 +25,19 @@ func newDemo(stdout, stderr io.Writer) *cobra.Command {
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Watch a whole simulated power outage, in about half a minute",
-		Long: `demo starts an in-process NUT server with a simulated UPS, points sundown at
-it over the real NUT protocol, and plays an outage: mains fails, the battery
-drains (time compressed: the battery drains SPEED times faster than real), the
-runtime budget is reached and sundown decides to shut down, sets FSD as the
-UPS's primary, and holds that decision when mains returns. Nothing on this
-machine is touched.`,
+		Short: "Watch a whole simulated power outage and the ordered shutdown, in under a minute",
+		Long: `demo runs a whole outage in this process, with nothing to set up and nothing
+on this machine touched: a simulated UPS on an in-process NUT server, and a
+simulated vCenter (govmomi's simulator) with 20 VMs on 3 hosts, where web
+depends on app, app on db, db on the domain controllers, and sundown itself
+runs in a VM on esx-03.
+
+Mains fails; the battery drains (SPEED times faster than real); when the
+runtime left falls below the plan's estimated duration plus the margin,
+sundown decides, sets FSD as the UPS's primary and runs the plan live: web,
+then app, then db, then dc, guest shutdown first and power off for a guest
+that ignores it, then maintenance mode and host shutdown, esx-03 last.
+Time is compressed: a guest takes 1-4 s to shut down instead of minutes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.DiscardHandler)
@@ -38,36 +47,116 @@ machine is touched.`,
 			return runDemo(cmd.Context(), stdout, log, speed)
 		},
 	}
-	cmd.Flags().Float64Var(&speed, "speed", 60, "how many times faster than real the battery drains")
+	cmd.Flags().Float64Var(&speed, "speed", 10, "how many times faster than real the battery drains")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log sundown's internals to stderr")
 	return cmd
 }
 
 const demoPassword = "demo-secret"
 
-// runDemo plays the scripted outage against an in-process NUT server.
+// demoFleet is the simulated site: web -> app -> db -> dc, a VM without
+// tools, a VM that ignores shutdown, and sundown's own VM on esx-03.
+func demoFleet() vcsim.Fleet {
+	r := rand.New(rand.NewPCG(7, 7))
+	delay := func() time.Duration { return time.Duration(1000+r.IntN(3000)) * time.Millisecond }
+	f := vcsim.Fleet{VCenter: true, Hosts: []vcsim.Host{{Name: "esx-01"}, {Name: "esx-02"}, {Name: "esx-03"}}}
+	hosts := []string{"esx-01", "esx-02", "esx-03"}
+	add := func(name string, i int, mod func(*vcsim.VM)) {
+		vm := vcsim.VM{Name: name, Host: hosts[i%3], ShutdownDelay: delay()}
+		if mod != nil {
+			mod(&vm)
+		}
+		f.VMs = append(f.VMs, vm)
+	}
+	for i := range 6 {
+		add(fmt.Sprintf("web-%d", i+1), i, nil)
+	}
+	for i := range 4 {
+		add(fmt.Sprintf("app-%d", i+1), i+1, nil)
+	}
+	for i := range 3 {
+		add(fmt.Sprintf("db-%d", i+1), i+2, nil)
+	}
+	for i := range 2 {
+		add(fmt.Sprintf("dc-%d", i+1), i, func(vm *vcsim.VM) { vm.Annotation = "domain controller" })
+	}
+	add("monitor", 0, nil)
+	add("print", 1, nil)
+	add("lab-scratch", 2, func(vm *vcsim.VM) { vm.NoTools = true })
+	add("legacy-erp", 1, func(vm *vcsim.VM) { vm.IgnoreShutdown = true })
+	add("sundown", 2, func(vm *vcsim.VM) { vm.UUID = demoSelfUUID })
+	return f
+}
+
+const demoSelfUUID = "4237a5d6-0f6e-4c5e-9d1e-5d0000000001"
+
+// demoConfig is the config an admin would write for that site, with the
+// timeouts compressed like the simulated guests.
+func demoConfig(nutAddr string, sim *vcsim.Sim, stateDir string) (*config.Config, error) {
+	yml := `state_dir: ` + strconv.Quote(stateDir) + `
+power:
+  poll_interval: 250ms
+  debounce: 2s
+  runtime_margin: 20s
+ups:
+  - name: rack
+    nut: {address: "` + nutAddr + `", ups: rack, username: sundown, password_env: DEMO_NUT_PW, mode: primary}
+targets:
+  - name: vcenter
+    vsphere: {url: "` + sim.URL() + `", username: "` + sim.Username() + `", password_env: DEMO_VC_PW, ca_file: ` + strconv.Quote(sim.CAFile()) + `}
+    hosts: {maintenance: true, maintenance_timeout: 10s, shutdown: true, shutdown_timeout: 10s}
+shutdown:
+  default_action: ["shutdown 6s", "poweroff 5s"]
+  caps: {global: 6, per_host: 3}
+  groups:
+    - {name: web, select: {names: ["web-*"]}, depends_on: [app]}
+    - {name: app, select: {names: ["app-*"]}, depends_on: [db]}
+    - {name: db,  select: {names: ["db-*"]}, depends_on: [dc], action: ["shutdown 8s", "poweroff 5s"]}
+    - {name: dc,  select: {names: ["dc-*"]}}
+  guests:
+    - {name: lab-scratch, action: [poweroff]}
+  self: {vm_uuid: "` + demoSelfUUID + `", host: esx-03}
+`
+	env := map[string]string{"DEMO_NUT_PW": demoPassword, "DEMO_VC_PW": sim.Password()}
+	return config.Parse("demo.yaml", []byte(yml), func(k string) string { return env[k] })
+}
+
+// runDemo plays the outage.
 func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) error {
-	out := &lockedWriter{w: w} // the script and the view both print
+	out := &lockedWriter{w: w} // the script, the view and the progress all print
 	srv := nuttest.NewServer()
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		return fmt.Errorf("demo: start simulated NUT server: %w", err)
 	}
 	defer srv.Close()
 	srv.AddUser("sundown", demoPassword, nuttest.Perms{Upsmon: "primary"})
-	ups := map[string]string{
-		"ups.status": "OL CHRG", "battery.charge": "100", "battery.runtime": "1500",
+	srv.AddUPS("rack", "demo UPS", map[string]string{
+		"ups.status": "OL CHRG", "battery.charge": "100", "battery.runtime": "300",
 		"ups.load": "38", "device.mfr": "Simulated", "device.model": "Smart-UPS 1500 (demo)",
+	})
+	fmt.Fprintln(out, "sundown demo: starting a simulated UPS and a simulated vCenter (20 VMs on 3 hosts) ...")
+	sim, err := vcsim.Start(ctx, demoFleet())
+	if err != nil {
+		return fmt.Errorf("demo: start simulated vCenter: %w", err)
 	}
-	srv.AddUPS("rack", "demo UPS", ups)
-
-	c := demoConfig(srv.Addr())
-	a, err := app.New(c, log, app.Options{Act: true})
+	defer sim.Close()
+	state, err := os.MkdirTemp("", "sundown-demo-")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "sundown demo: a simulated UPS on an in-process NUT server at %s.\n", srv.Addr())
-	fmt.Fprintf(out, "Policy: shut down when battery runtime < shutdown %s + margin %s. The battery drains %gx faster than real.\n\n",
-		c.Power.ShutdownDuration, c.Power.RuntimeMargin, speed)
+	defer os.RemoveAll(state)
+	c, err := demoConfig(srv.Addr(), sim, state)
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	pv := newProgress(out)
+	a, err := app.New(c, log, app.Options{Act: true, OnStep: pv.event})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "NUT server %s, vCenter %s.\n", srv.Addr(), sim.URL())
+	fmt.Fprintf(out, "Policy: shut down when battery runtime < the plan's estimated duration + margin %s.\n", c.Power.RuntimeMargin)
+	fmt.Fprintf(out, "Time is compressed: the battery drains %gx faster than real; guests shut down in 1-4 s.\n\n", speed)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -79,14 +168,89 @@ func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) 
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		scriptErr = demoScript(ctx, out, srv, a, speed)
+		scriptErr = demoScript(ctx, out, srv, sim, a, speed)
 	}()
 	err = watchApp(ctx, a, v)
 	wg.Wait()
+	pv.close()
 	if scriptErr != nil {
 		return scriptErr
 	}
 	return err
+}
+
+// demoScript drives the simulated UPS: mains fails, the battery drains
+// until sundown decides, the shutdown runs, then mains returns.
+func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vcsim.Sim, a *app.App, speed float64) error {
+	waitFor := func(what string, limit time.Duration, cond func(app.Snapshot) bool) error {
+		deadline := time.Now().Add(limit)
+		for !cond(a.Snapshot()) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("demo: %s did not happen within %s: %s", what, limit, a.Snapshot().Decision)
+			}
+			if !sleep(ctx, 100*time.Millisecond) {
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	if err := waitFor("planning", 30*time.Second, func(s app.Snapshot) bool { return s.Plan != nil && len(s.UPS) > 0 && s.UPS[0].LastSeen.Unix() > 0 }); err != nil {
+		return err
+	}
+	p := a.Snapshot().Plan
+	fmt.Fprintf(out, "\nPlan ready: %d steps, estimated %s (lower bound %s). Budget: runtime must stay above %s.\n",
+		p.Steps, p.Makespan.Round(time.Second), p.LowerBound.Round(time.Second), (p.Makespan + a.Config().Power.RuntimeMargin.D()).Round(time.Second))
+	if !sleep(ctx, time.Second) {
+		return nil
+	}
+	fmt.Fprintln(out, "\n>>> The mains power fails.")
+	srv.SetVars("rack", map[string]string{"ups.status": "OB DISCHRG"})
+	runtime, charge := 300.0, 100.0
+	const tick = 250 * time.Millisecond
+	deadline := time.Now().Add(2 * time.Minute)
+	for a.Snapshot().Decision.Kind != policy.Shutdown {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: no shutdown decision within 2 minutes: %s", a.Snapshot().Decision)
+		}
+		if !sleep(ctx, tick) {
+			return nil
+		}
+		runtime = max(0, runtime-speed*tick.Seconds())
+		charge = max(0, charge-speed*tick.Seconds()*100/300)
+		srv.SetVars("rack", map[string]string{"battery.runtime": strconv.Itoa(int(runtime)), "battery.charge": strconv.Itoa(int(charge))})
+	}
+	fmt.Fprintln(out, "\n>>> sundown decided: FSD set on the UPS as its primary; the plan runs now.")
+	start := time.Now()
+	if err := waitFor("the shutdown", 3*time.Minute, func(s app.Snapshot) bool { return s.Shutdown != nil && s.Shutdown.State == "done" }); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	off := 0
+	for _, vm := range demoFleet().VMs {
+		if sim.PowerState(vm.Name) == "poweredOff" {
+			off++
+		}
+	}
+	s := a.Snapshot().Shutdown
+	failed := 0
+	for _, st := range s.Steps {
+		if st.State == "failed" {
+			failed++
+		}
+	}
+	fmt.Fprintf(out, "\n>>> Shutdown finished in %s (estimated %s): %d of %d VMs off, hosts shut down: %v, %d step(s) failed.\n",
+		took.Round(100*time.Millisecond), s.Estimate.Round(time.Second), off, len(demoFleet().VMs), sim.HostShutdowns(), failed)
+	fmt.Fprintln(out, "    In real life the UPS now cuts the load; sundown's own VM went down with esx-03, last.")
+	fmt.Fprintln(out, "\n>>> Mains power returns. The decision stays latched: a started shutdown always finishes.")
+	srv.SetVars("rack", map[string]string{"ups.status": "OL CHRG"})
+	if !sleep(ctx, 1500*time.Millisecond) {
+		return nil
+	}
+	if d := a.Snapshot().Decision; d.Kind != policy.Shutdown {
+		return fmt.Errorf("demo: the latch did not hold: %s", d)
+	}
+	fmt.Fprintln(out, "\nDemo finished. Bringing the site back (restore) is the next step on sundown's roadmap.")
+	return nil
 }
 
 // lockedWriter serializes writes from several goroutines.
@@ -99,75 +263,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func demoConfig(addr string) *config.Config {
-	one := 1
-	yes := true
-	c := &config.Config{
-		Log: config.Log{Level: "info", Format: "text"},
-		Power: config.Power{
-			MinSupplies:      &one,
-			PollInterval:     config.Duration(250 * time.Millisecond),
-			Deadtime:         config.Duration(15 * time.Second),
-			NoCommWarn:       config.Duration(5 * time.Minute),
-			Debounce:         config.Duration(2 * time.Second),
-			RuntimeMargin:    config.Duration(2 * time.Minute),
-			ShutdownDuration: config.Duration(5 * time.Minute),
-		},
-		UPS: []config.UPS{{
-			Name: "rack",
-			NUT: &config.NUT{Address: addr, UPS: "rack", Username: "sundown",
-				Password: config.NewSecret(demoPassword), Mode: "primary"},
-			PowerValue: &one, Deadtime: config.Duration(15 * time.Second),
-			OffGrace: config.Duration(30 * time.Second), AlarmCritical: &yes,
-		}},
-	}
-	return c
-}
-
-// demoScript drives the simulated UPS: mains fails, the battery drains
-// until sundown decides, then mains returns and the decision holds.
-func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, a *app.App, speed float64) error {
-	step := func(d time.Duration) bool { return sleep(ctx, d) }
-	if !step(2 * time.Second) {
-		return nil
-	}
-	fmt.Fprintln(out, "\n>>> The mains power fails.")
-	srv.SetVars("rack", map[string]string{"ups.status": "OB DISCHRG"})
-	runtime, charge := 1500.0, 100.0
-	const tick = 250 * time.Millisecond
-	deadline := time.Now().Add(2 * time.Minute)
-	for a.Snapshot().Decision.Kind != policy.Shutdown {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("demo: no shutdown decision within 2 minutes: %s", a.Snapshot().Decision)
-		}
-		if !step(tick) {
-			return nil
-		}
-		runtime = max(0, runtime-speed*tick.Seconds())
-		charge = max(0, charge-speed*tick.Seconds()*100/1500)
-		srv.SetVars("rack", map[string]string{
-			"battery.runtime": strconv.Itoa(int(runtime)),
-			"battery.charge":  strconv.Itoa(int(charge)),
-		})
-	}
-	fmt.Fprintln(out, "\n>>> sundown decided to shut the site down and set FSD on the UPS as its primary.")
-	fmt.Fprintln(out, "    (The ordered VM and host shutdown plan comes next in sundown's roadmap.)")
-	if !step(2 * time.Second) {
-		return nil
-	}
-	fmt.Fprintln(out, "\n>>> Mains power returns. The decision is latched: a started shutdown always finishes.")
-	srv.SetVars("rack", map[string]string{"ups.status": "OL CHRG"})
-	if !step(2 * time.Second) {
-		return nil
-	}
-	d := a.Snapshot().Decision
-	if d.Kind != policy.Shutdown {
-		return fmt.Errorf("demo: the latch did not hold: %s", d)
-	}
-	fmt.Fprintf(out, "\nDemo finished: shutdown decided at %s and held after mains returned.\n", d.At.Format("15:04:05.0"))
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

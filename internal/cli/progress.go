@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,16 +58,16 @@ func progressLine(e plan.Event) string {
 		}
 		return fmt.Sprintf("  %-28s %s%s", name, actionText(e), dry)
 	case plan.EventEscalate:
-		return fmt.Sprintf("  %-28s escalates: %s%s", name, e.Err, dry)
+		return fmt.Sprintf("  %-28s escalates: %s%s", name, firstClause(e.Err), dry)
 	case plan.EventActionFailed:
-		return fmt.Sprintf("  %-28s %s failed: %s%s", name, e.Action, e.Err, dry)
+		return "" // the escalate or step-failed line that follows says it
 	case plan.EventStepDone:
 		if e.Kind == plan.StepGroup {
 			return fmt.Sprintf("group %s stopped", e.Name)
 		}
 		return fmt.Sprintf("  %-28s %s after %s%s", name, e.Outcome, e.Elapsed.Round(100*time.Millisecond), dry)
 	case plan.EventStepFailed:
-		return fmt.Sprintf("  %-28s FAILED after %s: %s%s", name, e.Elapsed.Round(100*time.Millisecond), e.Err, dry)
+		return fmt.Sprintf("  %-28s FAILED after %s: %s%s", name, e.Elapsed.Round(100*time.Millisecond), firstClause(e.Err), dry)
 	case plan.EventRunDone:
 		return "shutdown finished" + dry
 	}
@@ -83,4 +84,14 @@ func actionText(e plan.Event) string {
 		return "host shutting down"
 	}
 	return e.Action.String()
+}
+
+// firstClause keeps the leading sentence of a wrapped error ("guest x not
+// off within 6s"), which is what a person needs in a progress line; the
+// whole error is in the log and the report.
+func firstClause(err string) string {
+	if i := strings.Index(err, ": "); i > 0 {
+		return err[:i]
+	}
+	return err
 }

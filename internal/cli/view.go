@@ -77,7 +77,7 @@ func (v *view) lines(s app.Snapshot) {
 	}
 	v.printed = len(s.Events)
 	changed := s.Decision.Kind != v.lastKind
-	periodic := s.Decision.Kind != policy.None && s.At.Sub(v.lastLine) >= 5*time.Second
+	periodic := s.Decision.Kind == policy.Warn && s.At.Sub(v.lastLine) >= 5*time.Second
 	if changed || periodic || !v.started {
 		v.started = true
 		v.lastKind = s.Decision.Kind
