@@ -52,9 +52,7 @@ func testResumeAfterSIGKILL(t *testing.T, bin string) {
 	onBattery := time.Now()
 
 	hungKey := "guest:vc/" + site.sim.VMID(e2eHung)
-	var atKill e2eRun
 	d1.waitJournal(t, site, "3 guest steps ended, the ignoring guest's shutdown sent and not ended", 40*time.Second, func(r e2eRun) bool {
-		atKill = r
 		return r.guestEnded() >= 3 && r.sent[hungKey] && !r.ended(hungKey)
 	})
 	d1.kill(t)
@@ -68,7 +66,6 @@ func testResumeAfterSIGKILL(t *testing.T, bin string) {
 	}
 	t.Logf("SIGKILL %.1fs after OB LB: %d guest steps ended, in flight %v", killed.Sub(onBattery).Seconds(),
 		before.guestEnded(), site.names(before.inFlight()))
-	_ = atKill
 
 	// Mains returns while sundown is down: the latch must hold anyway.
 	site.ups.Set(t, "ups", map[string]string{"ups.status": "OL", "battery.charge": "100", "battery.runtime": "3000"})
@@ -119,15 +116,15 @@ func testResumeAfterSIGKILL(t *testing.T, bin string) {
 		switch {
 		case before.ended(key):
 			if len(rs) > 0 {
-				t.Errorf("%s (%s) ended before the kill but the second daemon wrote %v", site.name(key), key, types(rs))
+				t.Errorf("%s (%s) ended before the kill but the second daemon wrote %v", site.name(key), key, e2eTypes(rs))
 			}
 		case before.started[key]:
 			if len(rs) == 0 || rs[0].Type != "step-start" || !rs[0].Resumed {
-				t.Errorf("%s (%s) was in flight at the kill; the second daemon's records %v do not resume it", site.name(key), key, types(rs))
+				t.Errorf("%s (%s) was in flight at the kill; the second daemon's records %v do not resume it", site.name(key), key, e2eTypes(rs))
 			}
 		case !strings.HasPrefix(key, "group:"):
 			if len(rs) == 0 || rs[0].Type != "step-start" || rs[0].Resumed {
-				t.Errorf("%s (%s) never started before the kill; second daemon's records %v", site.name(key), key, types(rs))
+				t.Errorf("%s (%s) never started before the kill; second daemon's records %v", site.name(key), key, e2eTypes(rs))
 			}
 		}
 	}
@@ -558,7 +555,7 @@ type e2eRecord struct {
 	Resumed bool      `json:"resumed"`
 }
 
-func types(rs []e2eRecord) []string {
+func e2eTypes(rs []e2eRecord) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = r.Type
@@ -571,19 +568,19 @@ func types(rs []e2eRecord) []string {
 
 // e2eRun is what the journal says of its (first) run.
 type e2eRun struct {
-	recs                  []e2eRecord
-	runID                 string
-	keys                  []string
-	groups                int
-	runs, resumes, dones  int
-	foreign               []string // run IDs other than the first
-	started               map[string]bool
-	sent                  map[string]bool // the last action's request was accepted
-	unsure                map[string]bool // last record: action-start of a shutdown, not sent
-	endCount              map[string]int
-	end                   map[string]e2eRecord
-	done                  bool
-	doneAt                time.Time
+	recs                 []e2eRecord
+	runID                string
+	keys                 []string
+	groups               int
+	runs, resumes, dones int
+	foreign              []string // run IDs other than the first
+	started              map[string]bool
+	sent                 map[string]bool // the last action's request was accepted
+	unsure               map[string]bool // last record: action-start of a shutdown, not sent
+	endCount             map[string]int
+	end                  map[string]e2eRecord
+	done                 bool
+	doneAt               time.Time
 }
 
 func (r e2eRun) ended(key string) bool { return r.endCount[key] > 0 }

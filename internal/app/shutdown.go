@@ -165,13 +165,19 @@ func splitSelf(p *plan.Plan) (rest, self *plan.Plan) {
 	return &r, &s
 }
 
-// runHook runs a configured hook: a command (no shell) or an HTTP call,
-// bounded by the step's timeout (ctx).
-func (a *App) runHook(ctx context.Context, s plan.Step) error {
+func (a *App) runHook(ctx context.Context, s plan.Step) error { return RunHook(a.cfg)(ctx, s) }
+
+// RunHook returns the runner of the config's hooks: a command (no shell)
+// or an HTTP call, bounded by the step's timeout (ctx).
+func RunHook(c *config.Config) plan.HookFunc {
+	return func(ctx context.Context, s plan.Step) error { return runHook(ctx, c, s) }
+}
+
+func runHook(ctx context.Context, c *config.Config, s plan.Step) error {
 	var h *config.Hook
-	for i := range a.cfg.Shutdown.Hooks {
-		if a.cfg.Shutdown.Hooks[i].Name == s.Name {
-			h = &a.cfg.Shutdown.Hooks[i]
+	for i := range c.Shutdown.Hooks {
+		if c.Shutdown.Hooks[i].Name == s.Name {
+			h = &c.Shutdown.Hooks[i]
 		}
 	}
 	switch {

@@ -71,9 +71,12 @@ func drill(ctx context.Context, out io.Writer, log *slog.Logger, c *config.Confi
 		}
 	}
 	pv := newProgress(out)
+	var hooks plan.HookFunc
+	if !dryRun {
+		hooks = app.RunHook(c) // a real drill runs the hooks before its groups
+	}
 	rep, err := plan.Execute(ctx, p, fleet.Targets(), plan.ExecOptions{
-		DryRun: dryRun, Only: only, Log: log, OnEvent: pv.event,
-		Hooks: func(context.Context, plan.Step) error { return errors.New("hooks do not run in a drill") },
+		DryRun: dryRun, Only: only, Log: log, OnEvent: pv.event, Hooks: hooks,
 	})
 	pv.close()
 	if err != nil {
