@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +47,21 @@ type nutSource struct {
 
 	mu     sync.Mutex
 	client *nut.Client // the live connection, for FSD
+
+	lastVars  map[string]string // the last real reading (owned by run)
+	waitSince time.Time         // when upsd started answering WAIT
 }
+
+// waitGrace is how long a "WAIT" status (upsd is back but its driver has
+// not sent data yet: about 2 s after an upsd restart) keeps the last real
+// reading, as upsmon keeps the last status on COMMOK. Past it, WAIT is
+// silence.
+const waitGrace = 5 * time.Second
+
+// reconnectMax bounds the reconnect backoff: after a blip sundown must be
+// back within a fraction of the deadtime, and a connection attempt to one
+// upsd a second costs nothing.
+const reconnectMax = time.Second
 
 func newNUTSource(u config.UPS, poll time.Duration, log *slog.Logger) *nutSource {
 	return &nutSource{cfg: u, poll: poll, log: log}
@@ -65,7 +80,7 @@ func (s *nutSource) fsd(ctx context.Context) error {
 }
 
 func (s *nutSource) run(ctx context.Context, emit func(update)) {
-	b := nut.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
+	b := nut.Backoff{Min: 250 * time.Millisecond, Max: reconnectMax}
 	var lastErr string
 	for ctx.Err() == nil {
 		c, err := s.connect(ctx)
@@ -119,9 +134,21 @@ func (s *nutSource) pollLoop(ctx context.Context, c *nut.Client, emit func(updat
 		now := time.Now()
 		switch {
 		case err == nil:
-			if _, ok := vars["ups.status"]; !ok {
+			st, ok := vars["ups.status"]
+			switch {
+			case !ok:
 				emit(update{at: now, err: errors.New("upsd serves no ups.status"), stale: true})
-			} else {
+			case strings.TrimSpace(st) == "WAIT":
+				if s.waitSince.IsZero() {
+					s.waitSince = now
+				}
+				if s.lastVars != nil && now.Sub(s.waitSince) < waitGrace {
+					emit(update{at: now, vars: s.lastVars})
+				} else {
+					emit(update{at: now, err: errors.New("upsd serves WAIT: its driver has sent no data"), stale: true})
+				}
+			default:
+				s.waitSince, s.lastVars = time.Time{}, vars
 				emit(update{at: now, vars: vars})
 			}
 		case errors.Is(err, nut.ErrDataStale), errors.Is(err, nut.ErrDriverNotConnected):
