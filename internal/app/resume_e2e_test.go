@@ -157,6 +157,12 @@ func testResumeAfterSIGKILL(t *testing.T, bin string) {
 
 	// Done and mains back: SIGTERM now ends the daemon at once, cleanly.
 	d2.terminate(t, 10*time.Second)
+	// Sessions: the killed daemon's stays open; the second daemon's plan
+	// loop and resumed shutdown connect at once, and must keep (and, on
+	// exit, close) a single session.
+	if in, out := site.sim.Calls("Login"), site.sim.Calls("Logout"); in-out != 1 {
+		t.Errorf("vSphere sessions: %d logins, %d logouts once the second daemon stopped; want only the killed daemon's left open", in, out)
+	}
 	t.Logf("timings: OB LB→kill %.1fs, kill→restart %.1fs, restart→run-done %.1fs, test %.1fs",
 		killed.Sub(onBattery).Seconds(), restarted.Sub(killed).Seconds(), finished.Sub(restarted).Seconds(),
 		time.Since(begin).Seconds())
@@ -202,6 +208,9 @@ func testSIGTERMFinishesFirst(t *testing.T, bin string) {
 		t.Error(`the daemon did not log "shutdown finished" before exiting`)
 	}
 	site.checkRecords(t, r, 0)
+	if in, out := site.sim.Calls("Login"), site.sim.Calls("Logout"); in != out {
+		t.Errorf("vSphere sessions: %d logins, %d logouts after the daemon exited; want every session closed", in, out)
+	}
 	for _, vm := range site.vms {
 		if st := site.sim.PowerState(vm.Name); st != "poweredOff" {
 			t.Errorf("%s is %s after the run, want poweredOff", vm.Name, st)

@@ -48,7 +48,8 @@ func NewFleet(c *config.Config, log *slog.Logger) *Fleet {
 }
 
 // Connect connects every target not yet connected, each bounded by
-// timeout, and returns the errors of those that failed.
+// timeout, and returns the errors of those that failed. Concurrent calls
+// may both dial a target; the first connection is kept, the other closed.
 func (f *Fleet) Connect(ctx context.Context, timeout time.Duration) []error {
 	var errs []error
 	for _, t := range f.targets {
@@ -66,8 +67,16 @@ func (f *Fleet) Connect(ctx context.Context, timeout time.Duration) []error {
 			continue
 		}
 		f.mu.Lock()
-		f.provs[t.Name] = p
+		_, dup := f.provs[t.Name]
+		if !dup {
+			f.provs[t.Name] = p
+		}
 		f.mu.Unlock()
+		if dup {
+			// Another caller (the plan loop and a resumed shutdown start
+			// together) connected it meanwhile: keep one session.
+			_ = p.Close()
+		}
 	}
 	return errs
 }

@@ -11,12 +11,13 @@ import (
 )
 
 // handle is the registry's Handler hook: the simulator calls it before
-// every API method. It counts the call and, for the methods the Sim
-// changes, returns a wrapper object that handles the call instead of the
-// simulator's own (see override).
+// every API method. It counts the call (per method, and per method and
+// object) and, for the methods the Sim changes, returns a wrapper object
+// that handles the call instead of the simulator's own (see override).
 func (s *Sim) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 	s.mu.Lock()
 	s.calls[m.Name]++
+	s.objCalls[callKey{m.Name, m.This.Value}]++
 	if req, ok := m.Body.(*types.EnterMaintenanceMode_Task); ok {
 		s.maintenance = append(s.maintenance, *req)
 	}

@@ -19,8 +19,8 @@
 //   - HostSystem.ShutdownHost_Task, which the simulator lacks: without force
 //     it needs maintenance mode, and the host goes down with its VMs;
 //   - a VM on a host that is down cannot be powered on;
-//   - calls are counted per method, host shutdowns and maintenance requests
-//     recorded.
+//   - calls are counted per method and per method and VM or host, host
+//     shutdowns and maintenance requests recorded.
 //
 // Building the inventory bypasses the simulator's usual 20 ms task wait, so
 // a fleet of 1,000 VMs starts in about 2 seconds.
@@ -138,6 +138,7 @@ type Sim struct {
 
 	mu          sync.Mutex
 	calls       map[string]int
+	objCalls    map[callKey]int // calls per method and managed object
 	shutdowns   []string
 	maintenance []types.EnterMaintenanceMode_Task
 	pending     map[string]*pendingShutdown // VM id → guest shutdown under way
@@ -159,6 +160,12 @@ type hostState struct {
 	name string
 	ref  types.ManagedObjectReference
 	obj  *simulator.HostSystem
+}
+
+// callKey counts the calls of one method on one managed object (by its
+// ID, "vm-42", unique across types).
+type callKey struct {
+	method, obj string
 }
 
 type pendingShutdown struct {
@@ -190,6 +197,7 @@ func Start(ctx context.Context, f Fleet) (sim *Sim, err error) {
 		hostByNm: make(map[string]*hostState, len(f.Hosts)),
 		hostByID: make(map[string]*hostState, len(f.Hosts)),
 		calls:    map[string]int{},
+		objCalls: map[callKey]int{},
 		pending:  map[string]*pendingShutdown{},
 	}
 	defer func() {
@@ -379,6 +387,26 @@ func (s *Sim) Calls(method string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[method]
+}
+
+// CallsFor is how many API requests for method the Sim has received on the
+// named VM or, when no VM has that name, the named host: e.g.
+// CallsFor("ShutdownGuest", "web-1"), CallsFor("ShutdownHost_Task",
+// "esx-a"). Requests the simulator refused count too. An unknown name
+// gives 0.
+func (s *Sim) CallsFor(method, name string) int {
+	var id string
+	switch vm, h := s.vmByName[name], s.hostByNm[name]; {
+	case vm != nil:
+		id = vm.ref.Value
+	case h != nil:
+		id = h.ref.Value
+	default:
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.objCalls[callKey{method, id}]
 }
 
 // PowerState is the named VM's power state: "poweredOn", "poweredOff" or

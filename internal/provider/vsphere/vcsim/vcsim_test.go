@@ -278,6 +278,47 @@ func TestGuestShutdownDelay(t *testing.T) {
 	}
 }
 
+// CallsFor counts per method and per VM or host, refused calls included.
+func TestCallsFor(t *testing.T) {
+	s := start(t, smallFleet())
+	p := connect(t, s)
+	ctx := t.Context()
+	for range 2 {
+		if err := p.ShutdownGuest(ctx, s.VMID("app-00")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.ShutdownGuest(ctx, s.VMID("old-backup")); err != nil { // off: refused, then fine
+		t.Fatal(err)
+	}
+	if err := p.PowerOffGuest(ctx, s.VMID("hung-guest")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ShutdownHost(ctx, s.HostID("esx-b.lab"), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method, name string
+		want         int
+	}{
+		{"ShutdownGuest", "app-00", 2},
+		{"ShutdownGuest", "old-backup", 1},
+		{"ShutdownGuest", "app-06", 0},
+		{"PowerOffVM_Task", "hung-guest", 1},
+		{"PowerOffVM_Task", "app-00", 0},
+		{"ShutdownHost_Task", "esx-b.lab", 1},
+		{"ShutdownHost_Task", "esx-a.lab", 0},
+		{"ShutdownGuest", "no-such-vm", 0},
+	} {
+		if got := s.CallsFor(c.method, c.name); got != c.want {
+			t.Errorf("CallsFor(%s, %s) = %d, want %d", c.method, c.name, got, c.want)
+		}
+	}
+	if got := s.Calls("ShutdownGuest"); got != 3 {
+		t.Errorf("Calls(ShutdownGuest) = %d, want 3 (the per-VM counts add up)", got)
+	}
+}
+
 func TestShutdownForgottenAfterReboot(t *testing.T) {
 	f := vcsim.Fleet{Hosts: []vcsim.Host{{Name: "esx"}}, VMs: []vcsim.VM{{Name: "vm", ShutdownDelay: 400 * time.Millisecond}}}
 	s := start(t, f)
