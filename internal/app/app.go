@@ -79,6 +79,7 @@ type App struct {
 	trackers []*power.Tracker
 	plan     *plan.Plan
 	planDur  time.Duration // the plan's estimated makespan (0: none yet)
+	planned  bool          // PlanOnce reached every target
 }
 
 const maxEvents = 200

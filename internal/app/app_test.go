@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func testConfig(t *testing.T, yml string) *config.Config {
 		if k == "NUT_PW" {
 			return "pw"
 		}
-		return ""
+		return os.Getenv(k)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"time"
+
+	"github.com/sundown-ups/sundown/internal/plan"
 )
 
 // Plan refresh periods: soon after a failure, rarely when all is well.
@@ -12,34 +14,56 @@ const (
 	planRefresh = 10 * time.Minute
 )
 
-// planLoop keeps the plan and its estimate current: it connects to the
-// targets, discovers, plans, and publishes the estimate the runtime budget
-// uses. An unreachable target is logged and retried; it never stops the
-// daemon from watching the power.
+// PlanOnce connects to the targets, discovers and plans, and makes that
+// plan (and its estimate) the current one. It returns the planner's
+// problems and the targets that could not be reached. The daemon calls it
+// before Run: a plan with errors stops startup; unreachable targets are
+// only reported (Run keeps retrying them).
+func (a *App) PlanOnce(ctx context.Context) ([]plan.Problem, []error) {
+	if a.fleet == nil {
+		return nil, nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	p, problems, errs := BuildPlan(bctx, a.cfg, a.fleet, LearnedDurations(a.journalPath()))
+	info := &PlanInfo{Steps: len(p.Steps), Built: a.opts.Now()}
+	for _, pr := range problems {
+		info.Problems = append(info.Problems, pr.String())
+	}
+	s := p.Estimate(p.Caps)
+	info.Makespan, info.LowerBound = s.Makespan, s.LowerBound
+	a.mu.Lock()
+	a.plan, a.planDur = p, s.Makespan
+	a.snap.Plan = info
+	a.planned = len(errs) == 0
+	a.mu.Unlock()
+	a.log.Info("plan ready", "steps", len(p.Steps), "makespan_s", int(s.Makespan.Seconds()), "problems", len(problems))
+	return problems, errs
+}
+
+// planLoop keeps the plan and its estimate current: it rediscovers and
+// replans, soon after a target was unreachable, rarely when all is well.
+// An unreachable target never stops the daemon from watching the power.
 func (a *App) planLoop(ctx context.Context) {
+	a.mu.Lock()
+	fresh := a.planned
+	a.mu.Unlock()
+	if fresh && !sleep(ctx, planRefresh) {
+		return
+	}
 	for {
-		wait := planRefresh
-		bctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		p, problems, errs := BuildPlan(bctx, a.cfg, a.fleet, LearnedDurations(a.journalPath()))
-		cancel()
+		problems, errs := a.PlanOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		wait := planRefresh
 		for _, e := range errs {
 			a.log.Warn("target unreachable; retrying", "err", e, "in", planRetry.String())
 			wait = planRetry
 		}
-		info := &PlanInfo{Steps: len(p.Steps), Built: a.opts.Now()}
 		for _, pr := range problems {
-			info.Problems = append(info.Problems, pr.String())
+			a.log.Warn("plan", "problem", pr.String())
 		}
-		s := p.Estimate(p.Caps)
-		info.Makespan, info.LowerBound = s.Makespan, s.LowerBound
-		a.mu.Lock()
-		a.plan, a.planDur = p, s.Makespan
-		a.snap.Plan = info
-		a.mu.Unlock()
-		a.log.Info("plan ready", "steps", len(p.Steps), "makespan_s", int(s.Makespan.Seconds()), "problems", len(problems))
 		if !sleep(ctx, wait) {
 			return
 		}

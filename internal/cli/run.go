@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sundown-ups/sundown/internal/app"
+	"github.com/sundown-ups/sundown/internal/plan"
 )
 
 func newRun(stderr io.Writer) *cobra.Command {
@@ -32,6 +35,18 @@ crash, the next start reads the journal and resumes the same run at once.`,
 			a, err := app.New(c, log, app.Options{Act: true})
 			if err != nil {
 				return err
+			}
+			problems, errs := a.PlanOnce(cmd.Context())
+			for _, e := range errs {
+				log.Warn("target unreachable at startup; retrying while watching the power", "err", e)
+			}
+			for _, p := range problems {
+				fmt.Fprintf(stderr, "plan: %s\n", p)
+			}
+			if id, pending := app.PendingRun(app.JournalPath(c)); pending {
+				log.Warn("an unfinished shutdown is in the journal: resuming it whatever the plan's problems", "run", id)
+			} else if plan.HasErrors(problems) {
+				return &exitError{code: 2, err: errors.New("the shutdown plan has errors (all listed above); fix the config")}
 			}
 			log.Info("sundown running", "ups", len(c.UPS), "targets", len(c.Targets), "journal", app.JournalPath(c))
 			return a.Run(cmd.Context())
