@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sundown-ups/sundown/internal/plan"
@@ -372,4 +374,79 @@ func stepOverheads(s shutdownSite, p *plan.Plan, rep *plan.Report) []time.Durati
 		out = append(out, rep.Steps[i].End.Sub(rep.Steps[i].Start)-d)
 	}
 	return out
+}
+
+// machineTicks returns the machine's total and idle (idle + iowait) CPU
+// time in clock ticks, summed over all CPUs, from the content of
+// /proc/stat (its first line, "cpu  user nice system idle iowait irq
+// softirq steal …"). Guest time is already counted in user and nice.
+func machineTicks(stat []byte) (total, idle int64, err error) {
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: first line %q is not the cpu summary", line)
+	}
+	n := min(len(f), 9) // user … steal; guest and guest_nice are inside user and nice
+	for i := 1; i < n; i++ {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil || v < 0 {
+			return 0, 0, fmt.Errorf("/proc/stat: field %d %q is not a tick count", i, f[i])
+		}
+		total += v
+		if i == 4 || i == 5 { // idle, iowait
+			idle += v
+		}
+	}
+	return total, idle, nil
+}
+
+// cpuShare is how busy the machine's CPUs were over an interval, and how
+// much of that this process was.
+type cpuShare struct {
+	// Busy and Own are shares of all CPUs' time (0–1).
+	Busy, Own float64
+}
+
+// cpuMeter measures a cpuShare between its start and Stop.
+type cpuMeter struct {
+	total, idle, own int64
+	err              error
+}
+
+// startCPU reads the machine's and this process's CPU ticks.
+func startCPU() *cpuMeter {
+	m := &cpuMeter{}
+	m.total, m.idle, m.own, m.err = readTicks()
+	return m
+}
+
+// Stop returns the shares since startCPU.
+func (m *cpuMeter) Stop() (cpuShare, error) {
+	total, idle, own, err := readTicks()
+	if err = errors.Join(m.err, err); err != nil {
+		return cpuShare{}, err
+	}
+	dt := total - m.total
+	if dt <= 0 {
+		return cpuShare{}, errors.New("cpu meter: no time passed")
+	}
+	return cpuShare{Busy: float64(dt-(idle-m.idle)) / float64(dt), Own: float64(own-m.own) / float64(dt)}, nil
+}
+
+func readTicks() (total, idle, own int64, err error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("cpu meter: %w", err)
+	}
+	if total, idle, err = machineTicks(stat); err != nil {
+		return 0, 0, 0, fmt.Errorf("cpu meter: %w", err)
+	}
+	self, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("cpu meter: %w", err)
+	}
+	if own, err = cpuTicks(self); err != nil {
+		return 0, 0, 0, fmt.Errorf("cpu meter: %w", err)
+	}
+	return total, idle, own, nil
 }

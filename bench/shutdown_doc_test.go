@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -60,14 +61,10 @@ func tierTable(r shutdownRun, estimateName string) string {
 	fmt.Fprintf(&b, "| tier | VMs | lower bound | %s | measured |\n|---|---:|---:|---:|---:|\n", estimateName)
 	var sumB, sumE, sumM float64
 	for t, name := range tierNames {
-		if t >= len(r.TierBounds) || t >= len(r.EstimateTierSpans) || t >= len(r.TierSpans) {
+		if t >= len(r.TierVMs) || t >= len(r.TierBounds) || t >= len(r.EstimateTierSpans) || t >= len(r.TierSpans) {
 			break
 		}
-		n := r.VMs * tierShares[t] / 100
-		if t == 0 {
-			n = r.VMs - r.VMs*(tierShares[1]+tierShares[2]+tierShares[3])/100
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, thousands(n), secs(r.TierBounds[t]), secs(r.EstimateTierSpans[t]), secs(r.TierSpans[t]))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, thousands(r.TierVMs[t]), secs(r.TierBounds[t]), secs(r.EstimateTierSpans[t]), secs(r.TierSpans[t]))
 		sumB, sumE, sumM = sumB+r.TierBounds[t], sumE+r.EstimateTierSpans[t], sumM+r.TierSpans[t]
 	}
 	fmt.Fprintf(&b, "| all | %s | %s | %s | %s |\n", thousands(r.VMs), secs(sumB), secs(sumE), secs(sumM))
@@ -90,7 +87,7 @@ func vsphereDoc(r shutdownRun, x vsphereExtra, machine string) string {
 
 `+"`BenchmarkShutdownVSphere1000`"+`. %s
 
-**Scenario.** govmomi's vCenter simulator (in-process, HTTPS on 127.0.0.1,
+**Scenario.** govmomi v0.56.0's vCenter simulator (in-process, HTTPS on 127.0.0.1,
 `+"`internal/provider/vsphere/vcsim`"+`) with %d hosts in one cluster and %s VMs
 (VM *i* on host *i* mod %d), shut down **in real time** by sundown's real
 vsphere provider (CA file, user and password, poll interval %s instead
@@ -122,7 +119,7 @@ the simulator applies.
 | most steps at once: in all / on one host | %d / %d |
 | ESXi autostart model, same delays (below) | **%s** (busiest host %s): %s |
 | simulator start; provider connect and login | %s; %s |
-| load average before → after the run (2 cores, shared) | %s → %s |
+| CPU during the run, share of the machine's %d cores: busy / this process (simulator, provider, executor) / other processes | %.0f %% / %.0f %% / %.0f %% |
 | API calls during the run | %s |
 | problems | %s |
 
@@ -131,9 +128,8 @@ with the same delays: every host on its own (all hosts at once, no order
 between hosts: it cannot stop web on one host before db on another), one VM
 at a time in its stop order, each stop waiting for the guest up to the stop
 delay (ESXi's default 120 s; no delay here reaches it, nor its compressed
-3 s). A
-host's time is the sum of min(delay, 120 s) over its VMs; the makespan is
-the busiest host's.
+3 s). A host's time is the sum of min(delay, 120 s) over its VMs; the
+makespan is the busiest host's.
 
 Per tier (the tiers run one after the other):
 
@@ -148,7 +144,7 @@ Per tier (the tiers run one after the other):
 		msec(r.OverheadMedian), msec(r.OverheadP95), msec(r.OverheadMax),
 		r.Global, 100*r.Utilization, r.PeakGlobal, r.PeakPerHost,
 		secs(r.Autostart), r.AutostartHost, faster(r.Makespan, r.Autostart),
-		thousands(int(x.SimStart.Round(time.Millisecond).Milliseconds()))+" ms", ms(x.Connect), x.LoadBefore, x.LoadAfter, apiCalls(x.APICalls),
+		thousands(int(x.SimStart.Round(time.Millisecond).Milliseconds()))+" ms", ms(x.Connect), runtime.NumCPU(), 100*x.CPU.Busy, 100*x.CPU.Own, 100*max(x.CPU.Busy-x.CPU.Own, 0), apiCalls(x.APICalls),
 		problemsText(r), tierTable(r, "Estimate"))
 	if ratio > vsphereRatioTarget {
 		fmt.Fprintf(&b, `
@@ -174,11 +170,12 @@ already %.3f × the lower bound, and the run adds %.1f %% to it.
 - *The run's overhead* (%.1f %%): each guest step reads the VM's state,
   sends ShutdownGuest and polls every %s, so it lasts its guest's delay plus
   a median %s: %.1f %% of the mean delay (%s) compressed %d×, ~%.2f %% of
-  the uncompressed one; it grows with the machine's load (the simulator
-  shares the two cores with the pollers). Measured by hand one after the
-  other on a quieter machine with `+"`SUNDOWN_BENCH_VSPHERE_POLL`"+`: a poll
-  every 50 ms gave a median of 53 ms and makespan / lower bound 1.13, the
-  default 250 ms 173 ms and 1.20, 20 ms 78 ms and 1.14.
+  the uncompressed one. It grows with the machine's load: the simulator
+  shares the cores with the pollers, and other processes with both (see
+  the CPU row). Measured by hand, one run after the other on a quiet
+  machine, with `+"`SUNDOWN_BENCH_VSPHERE_POLL`"+`: a poll every 50 ms gave a
+  median of 53 ms and makespan / lower bound 1.13, the default 250 ms
+  173 ms and 1.20, 20 ms 78 ms and 1.14.
 `,
 			r.Estimate/r.LowerBound, 100*(r.Makespan/r.Estimate-1),
 			r.Global, r.PerHost, secs(r.TierBound), 100*(r.TierBound/r.LowerBound-1),

@@ -90,6 +90,28 @@ func TestAutostartMakespan(t *testing.T) {
 	}
 }
 
+func TestMachineTicks(t *testing.T) {
+	stat := []byte("cpu  100 5 50 1000 20 3 2 1 7 0\ncpu0 50 2 25 500 10 1 1 0 3 0\nintr 1\n")
+	total, idle, err := machineTicks(stat)
+	if err != nil || total != 1181 || idle != 1020 {
+		t.Errorf("machineTicks = %d, %d, %v; want 1181 (user … steal), 1020 (idle + iowait)", total, idle, err)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4\n", "cpu  1 2 x 4 5\n", "cpu  1 2\n"} {
+		if _, _, err := machineTicks([]byte(bad)); err == nil {
+			t.Errorf("machineTicks(%q): no error", bad)
+		}
+	}
+	m := startCPU()
+	for i := 0; i < 3e7; i++ { // burn a little CPU so that time passes
+		_ = i * i
+	}
+	if sh, err := m.Stop(); err != nil {
+		t.Logf("cpu meter on this machine: %v", err)
+	} else if sh.Busy < 0 || sh.Busy > 1 || sh.Own < 0 || sh.Own > 1.01 {
+		t.Errorf("cpu shares %+v outside [0, 1]", sh)
+	}
+}
+
 func TestThousands(t *testing.T) {
 	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 10004: "10,004", 1234567: "1,234,567", -1500: "-1,500"} {
 		if got := thousands(n); got != want {
@@ -272,7 +294,7 @@ func TestOrderViolationsAndPeaks(t *testing.T) {
 // were met, and explain a miss.
 func TestShutdownDocs(t *testing.T) {
 	r := shutdownRun{VMs: 1000, Hosts: 50, Steps: 1004, Global: 64, PerHost: 4, Makespan: 30, Estimate: 29.6,
-		LowerBound: 27.1, TierBound: 27.6, TierBounds: []float64{10, 8, 6, 3.6}, TierSpans: []float64{11, 9, 6.5, 3.5},
+		LowerBound: 27.1, TierBound: 27.6, TierVMs: []int{400, 300, 200, 100}, TierBounds: []float64{10, 8, 6, 3.6}, TierSpans: []float64{11, 9, 6.5, 3.5},
 		EstimateTierSpans: []float64{11, 8.6, 6.4, 3.6}, Autostart: 40.7, AutostartHost: "esx-036", MeanDelay: 1.75,
 		OverheadMedian: 0.05, Off: 1000}
 	x := vsphereExtra{PollEvery: 50 * time.Millisecond, Compressed: 40, APICalls: map[string]int{"ShutdownGuest": 1000}}

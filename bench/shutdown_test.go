@@ -92,6 +92,8 @@ type shutdownRun struct {
 	// TierBounds its parts, per tier in stopping order.
 	TierBound  float64
 	TierBounds []float64
+	// TierVMs counts the VMs of each tier.
+	TierVMs []int
 	// TierSpans and EstimateTierSpans are how long each tier took in the
 	// run and in Estimate's schedule.
 	TierSpans, EstimateTierSpans []float64
@@ -199,8 +201,10 @@ func planSite(tb testing.TB, s shutdownSite, inventory func() (provider.Inventor
 	r.EstimateTierSpans = seconds(tierSpans(p, func(id int) time.Duration { return sc.End[id] }))
 	r.CrowdedHost, r.CrowdedTierVMs, r.CrowdedTier = crowdedHost(s, caps)
 	var sum time.Duration
+	r.TierVMs = make([]int, len(tierNames))
 	for _, vm := range s.VMs {
 		sum += vm.Delay
+		r.TierVMs[vm.Tier]++
 	}
 	if len(s.VMs) > 0 {
 		r.MeanDelay = (sum / time.Duration(len(s.VMs))).Seconds()
@@ -217,19 +221,10 @@ type vsphereExtra struct {
 	APICalls   map[string]int
 	PollEvery  time.Duration
 	Compressed int
-	// LoadBefore and LoadAfter are the 1-minute load averages around the
-	// run (/proc/loadavg), for the reader to judge the machine's state.
-	LoadBefore, LoadAfter string
-}
-
-// loadAverage returns the 1-minute load average from /proc/loadavg, "?"
-// when unreadable.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "?"
+	// CPU is how busy the machine was during Execute and how much of it
+	// this process (simulator, provider and executor) was: the machine is
+	// shared, and the simulator competes with the pollers for its cores.
+	CPU cpuShare
 }
 
 // vsphereResult holds BenchmarkShutdownVSphere1000's result: the scenario
@@ -320,14 +315,16 @@ func runVSphere(tb testing.TB, s shutdownSite, caps plan.Caps, journal bool) (sh
 	for _, m := range methods {
 		before[m] = sim.Calls(m)
 	}
-	x.LoadBefore = loadAverage()
+	cpu := startCPU()
 	wall := time.Now()
 	rep, err := plan.Execute(ctx, p, plan.Targets{"vc": prov}, opts)
 	if err != nil {
 		tb.Fatalf("execute: %v", err)
 	}
 	r.WallSec = time.Since(wall).Seconds()
-	x.LoadAfter = loadAverage()
+	if x.CPU, err = cpu.Stop(); err != nil {
+		tb.Logf("CPU shares not measured: %v", err)
+	}
 	r.Makespan = rep.Ended.Sub(rep.Started).Seconds()
 	x.APICalls = map[string]int{}
 	for _, m := range methods {
@@ -533,6 +530,6 @@ func shutdownMachineLine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("Measured %s on %s/%s, %d cores, %s, %s, govmomi v0.56.0 simulator.",
+	return fmt.Sprintf("Measured %s on %s/%s, %d cores, %s, %s.",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), osName, runtime.Version())
 }
