@@ -33,6 +33,15 @@ func (a *App) PlanOnce(ctx context.Context) ([]plan.Problem, []error) {
 	s := p.Estimate(p.Caps)
 	info.Makespan, info.LowerBound = s.Makespan, s.LowerBound
 	a.mu.Lock()
+	states := a.snap.UPS
+	a.mu.Unlock()
+	if rt, ok := MinRuntime(states); ok {
+		if m := s.Margin(rt, a.cfg.Power.RuntimeMargin.D()); !m.Fits {
+			a.log.Warn("the plan does not fit the battery", "margin", m.String())
+			info.Problems = append(info.Problems, "warning: the plan does not fit the battery: "+m.String())
+		}
+	}
+	a.mu.Lock()
 	a.plan, a.planDur = p, s.Makespan
 	a.snap.Plan = info
 	a.planned = len(errs) == 0
