@@ -43,6 +43,11 @@ type Fixture struct {
 	// that privilege as the provider must report it in Error.Privilege.
 	// Only that one call fails. nil when the backend cannot model it.
 	DenyPowerOff func(t *testing.T, id string) (privilege string)
+	// NoGuests says the backend has no guests at all (a plain host shut
+	// down over SSH, the local machine). Running, Off and NoTools stay
+	// empty; the guest subtests check that guest calls answer NotFound
+	// and the inventory lists no guests, then skip.
+	NoGuests bool
 }
 
 // Harness lets Run build providers.
@@ -106,7 +111,7 @@ func (s *suite) open(t *testing.T) (provider.Provider, Fixture) {
 		t.Fatal("Harness.New returned a nil provider")
 	}
 	for name, id := range map[string]string{"Running": f.Running, "Off": f.Off, "NoTools": f.NoTools, "Host": f.Host} {
-		if id == "" {
+		if id == "" && (name == "Host" || !f.NoGuests) {
 			t.Fatalf("Harness.New returned a Fixture without %s", name)
 		}
 	}
@@ -256,6 +261,20 @@ func (s *suite) inventory(t *testing.T) {
 			t.Errorf("%s guest %s tools %q, want one of %v", role, id, g.Tools, tools)
 		}
 	}
+	if f.NoGuests {
+		if len(inv.Guests) != 0 {
+			t.Errorf("Fixture.NoGuests but the inventory lists guests %v", guestIDs(inv.Guests))
+		}
+		if h, ok := findHost(inv, f.Host); !ok || h.Power != provider.PowerOn || h.Maintenance {
+			t.Errorf("host %s: %+v (found %v), want on and not in maintenance", f.Host, h, ok)
+		}
+		again, err := p.Inventory(ctx)
+		mustOK(t, "second Inventory", err)
+		if d := cmp.Diff(inv, again); d != "" {
+			t.Errorf("Inventory not stable (-first +second):\n%s", d)
+		}
+		return
+	}
 	check("Running", f.Running, provider.PowerOn, provider.ToolsRunning)
 	check("Off", f.Off, provider.PowerOff, provider.ToolsNotRunning, provider.ToolsNotInstalled, provider.ToolsUnknown)
 	check("NoTools", f.NoTools, provider.PowerOn, provider.ToolsNotRunning, provider.ToolsNotInstalled)
@@ -296,6 +315,9 @@ func guestIDs(gs []provider.Guest) []string {
 func (s *suite) shutdownRunning(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	mustOK(t, "ShutdownGuest", p.ShutdownGuest(ctx, f.Running))
 	wctx, cancel := context.WithTimeout(ctx, s.h.Timeout)
 	defer cancel()
@@ -308,6 +330,9 @@ func (s *suite) shutdownRunning(t *testing.T) {
 func (s *suite) shutdownOff(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	mustOK(t, "ShutdownGuest(Off)", p.ShutdownGuest(ctx, f.Off))
 	mustOK(t, "ShutdownGuest(Off) again", p.ShutdownGuest(ctx, f.Off))
 	wantPower(t, ctx, p, f.Off, provider.PowerOff)
@@ -316,6 +341,9 @@ func (s *suite) shutdownOff(t *testing.T) {
 func (s *suite) shutdownNoTools(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	wantClass(t, "ShutdownGuest(NoTools)", p.ShutdownGuest(ctx, f.NoTools), provider.Unsupported, f.NoTools)
 	wantPower(t, ctx, p, f.NoTools, provider.PowerOn)
 	// The executor's escalation: a hard power off works.
@@ -326,6 +354,9 @@ func (s *suite) shutdownNoTools(t *testing.T) {
 func (s *suite) powerOffIdempotent(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	mustOK(t, "PowerOffGuest(Running)", p.PowerOffGuest(ctx, f.Running))
 	// PowerOffGuest waits: the guest is off when it returns.
 	wantPower(t, ctx, p, f.Running, provider.PowerOff)
@@ -337,6 +368,9 @@ func (s *suite) powerOffIdempotent(t *testing.T) {
 func (s *suite) powerOnIdempotent(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	mustOK(t, "PowerOnGuest(Off)", p.PowerOnGuest(ctx, f.Off))
 	wantPower(t, ctx, p, f.Off, provider.PowerOn)
 	mustOK(t, "PowerOnGuest(Off) again", p.PowerOnGuest(ctx, f.Off))
@@ -347,6 +381,9 @@ func (s *suite) powerOnIdempotent(t *testing.T) {
 func (s *suite) suspend(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	if !provider.CapabilitiesOf(p).Suspend {
 		wantClass(t, "SuspendGuest without the Suspend capability", p.SuspendGuest(ctx, f.Running), provider.Unsupported, f.Running)
 		t.Skip("provider declares no Suspend capability; SuspendGuest answered Unsupported")
@@ -432,6 +469,9 @@ func (s *suite) waitDeadline(t *testing.T) {
 func (s *suite) waitArguments(t *testing.T) {
 	p, f := s.open(t)
 	ctx := s.ctx(t)
+	if f.NoGuests {
+		noGuests(t, ctx, p)
+	}
 	// Already in the wanted state: returns at once.
 	wctx, cancel := context.WithTimeout(ctx, s.h.Timeout)
 	defer cancel()
@@ -609,4 +649,18 @@ func (s *suite) close(t *testing.T) {
 	_, err := p.Inventory(ctx)
 	wantClass(t, "Inventory after Close", err, provider.Permanent, "")
 	wantClass(t, "PowerOffGuest after Close", p.PowerOffGuest(ctx, f.Running), provider.Permanent, f.Running)
+}
+
+// noGuests checks that a backend without guests answers NotFound for guest
+// calls, then skips the subtest.
+func noGuests(t *testing.T, ctx context.Context, p provider.Provider) {
+	t.Helper()
+	const id = "sundown-conformance-guest"
+	_, err := p.Guest(ctx, id)
+	wantClass(t, "Guest on a backend without guests", err, provider.NotFound, id)
+	wantClass(t, "ShutdownGuest on a backend without guests", p.ShutdownGuest(ctx, id), provider.NotFound, id)
+	wantClass(t, "PowerOffGuest on a backend without guests", p.PowerOffGuest(ctx, id), provider.NotFound, id)
+	wantClass(t, "PowerOnGuest on a backend without guests", p.PowerOnGuest(ctx, id), provider.NotFound, id)
+	wantClass(t, "WaitGuest on a backend without guests", p.WaitGuest(ctx, id, provider.PowerOff), provider.NotFound, id)
+	t.Skip("Fixture.NoGuests: the backend has no guests; guest calls answered NotFound")
 }
