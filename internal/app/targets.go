@@ -11,6 +11,8 @@ import (
 	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/libvirt"
+	"github.com/sundown-ups/sundown/internal/provider/ssh"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
 )
 
@@ -26,8 +28,17 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 			CAFile: v.CAFile, Thumbprint: v.Thumbprint, Insecure: v.Insecure,
 			Logger: log.With("target", t.Name),
 		})
+	case t.Libvirt != nil:
+		v := t.Libvirt
+		return libvirt.New(ctx, libvirt.Config{URI: v.URI, ShutdownMode: v.ShutdownMode, HostName: v.HostName})
+	case t.SSH != nil:
+		v := t.SSH
+		return ssh.New(ctx, ssh.Config{
+			Address: v.Address, User: v.User, KeyFile: v.KeyFile, KnownHostsFile: v.KnownHostsFile,
+			Command: v.Command, HostName: v.HostName, Logger: log.With("target", t.Name),
+		})
 	}
-	return nil, fmt.Errorf("target %s: no backend configured", t.Name)
+	return nil, fmt.Errorf("target %s: this kind of target is not wired into sundown yet", t.Name)
 }
 
 // Fleet holds the providers of every configured target. A target that

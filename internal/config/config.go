@@ -328,22 +328,27 @@ func validateNUT(n *NUT, path string, ps *problems, getenv func(string) string) 
 // readSecret reads a secret from a file or an environment variable; both
 // given is a problem. Problems never contain the secret.
 func readSecret(file, env, path string, ps *problems, getenv func(string) string) Secret {
+	return readSecretKeys(file, env, "password_file", "password_env", path, ps, getenv)
+}
+
+// readSecretKeys is readSecret for keys with other names.
+func readSecretKeys(file, env, fileKey, envKey, path string, ps *problems, getenv func(string) string) Secret {
 	switch {
 	case file != "" && env != "":
-		ps.add(path, 0, "give password_file or password_env, not both")
+		ps.add(path, 0, "give %s or %s, not both", fileKey, envKey)
 	case file != "":
 		b, err := os.ReadFile(file)
 		switch {
 		case err != nil:
-			ps.add(path+".password_file", 0, "cannot read: %v", unwrapPathErr(err))
+			ps.add(path+"."+fileKey, 0, "cannot read: %v", unwrapPathErr(err))
 		case strings.TrimSpace(string(b)) == "":
-			ps.add(path+".password_file", 0, "%s is empty", file)
+			ps.add(path+"."+fileKey, 0, "%s is empty", file)
 		default:
 			return NewSecret(strings.TrimRight(string(b), "\r\n"))
 		}
 	case env != "":
 		if v := getenv(env); v == "" {
-			ps.add(path+".password_env", 0, "environment variable %s is not set", env)
+			ps.add(path+"."+envKey, 0, "environment variable %s is not set", env)
 		} else {
 			return NewSecret(v)
 		}

@@ -12,8 +12,14 @@ import (
 
 // Target is a system sundown shuts guests and hosts down on.
 type Target struct {
-	Name    string   `yaml:"name"`
-	VSphere *VSphere `yaml:"vsphere"`
+	Name string `yaml:"name"`
+	// Exactly one of these says what the target is.
+	VSphere *VSphere `yaml:"vsphere"`  // vCenter or ESXi over the API
+	ESXiSSH *ESXiSSH `yaml:"esxi_ssh"` // free-licence ESXi over SSH (vim-cmd, esxcli)
+	Libvirt *Libvirt `yaml:"libvirt"`  // KVM/QEMU through libvirt
+	Proxmox *Proxmox `yaml:"proxmox"`  // Proxmox VE over its API with a token
+	SSH     *SSHHost `yaml:"ssh"`      // any host with a shutdown command (Linux, Windows, NAS)
+	Local   *Local   `yaml:"local"`    // the machine sundown runs on
 	// Hosts says what happens to this target's hypervisor hosts once their
 	// guests are down.
 	Hosts HostSteps `yaml:"hosts"`
@@ -31,6 +37,54 @@ type VSphere struct {
 	CAFile     string `yaml:"ca_file"`
 	Thumbprint string `yaml:"thumbprint"`
 	Insecure   bool   `yaml:"insecure"`
+}
+
+// ESXiSSH is an ESXi host driven over SSH, for free licences whose API
+// refuses power operations.
+type ESXiSSH struct {
+	Address        string `yaml:"address"` // host:port, port 22 by default
+	User           string `yaml:"user"`
+	KeyFile        string `yaml:"key_file"`
+	KnownHostsFile string `yaml:"known_hosts_file"` // required: no unverified hosts
+	HostName       string `yaml:"host_name"`
+	AutoStop       bool   `yaml:"autostop"` // run the host's autostop before power off
+}
+
+// Libvirt is a libvirt daemon: qemu:///system, qemu+ssh://host/system, …
+type Libvirt struct {
+	URI          string `yaml:"uri"`
+	ShutdownMode string `yaml:"shutdown_mode"` // acpi (default) or agent
+	HostName     string `yaml:"host_name"`
+}
+
+// Proxmox is a Proxmox VE node or cluster, reached with an API token.
+type Proxmox struct {
+	URL         string `yaml:"url"`      // https://pve:8006
+	TokenID     string `yaml:"token_id"` // user@realm!tokenname
+	SecretFile  string `yaml:"secret_file"`
+	SecretEnv   string `yaml:"secret_env"`
+	Secret      Secret `yaml:"-"`
+	CAFile      string `yaml:"ca_file"`
+	Fingerprint string `yaml:"fingerprint"`
+	Insecure    bool   `yaml:"insecure"`
+}
+
+// SSHHost is any host shut down by one command over SSH.
+type SSHHost struct {
+	Address        string `yaml:"address"`
+	User           string `yaml:"user"`
+	KeyFile        string `yaml:"key_file"`
+	KnownHostsFile string `yaml:"known_hosts_file"`
+	// Command: "sudo -n systemctl poweroff" by default; Windows OpenSSH
+	// "shutdown /s /t 0"; a NAS its own.
+	Command  string `yaml:"command"`
+	HostName string `yaml:"host_name"`
+}
+
+// Local is the machine sundown runs on.
+type Local struct {
+	Command  []string `yaml:"command"` // default [systemctl, poweroff]
+	HostName string   `yaml:"host_name"`
 }
 
 // HostSteps are the host phase of a target.
@@ -225,11 +279,55 @@ func (c *Config) validateShutdown(ps *problems, getenv func(string) string) {
 				targets[t.Name] = i
 			}
 		}
-		if t.VSphere == nil {
-			ps.add(p, 0, "say what this target is: add vsphere:")
-			continue
+		kinds := 0
+		for _, set := range []bool{t.VSphere != nil, t.ESXiSSH != nil, t.Libvirt != nil, t.Proxmox != nil, t.SSH != nil, t.Local != nil} {
+			if set {
+				kinds++
+			}
 		}
-		c.Targets[i].VSphere.Password = validateVSphere(t.VSphere, p+".vsphere", ps, getenv)
+		switch {
+		case kinds == 0:
+			ps.add(p, 0, "say what this target is: add one of vsphere:, esxi_ssh:, libvirt:, proxmox:, ssh:, local:")
+			continue
+		case kinds > 1:
+			ps.add(p, 0, "give one kind of target per entry (vsphere, esxi_ssh, libvirt, proxmox, ssh or local)")
+		}
+		switch {
+		case t.VSphere != nil:
+			c.Targets[i].VSphere.Password = validateVSphere(t.VSphere, p+".vsphere", ps, getenv)
+		case t.ESXiSSH != nil:
+			validateSSHConn(t.ESXiSSH.Address, t.ESXiSSH.User, t.ESXiSSH.KeyFile, t.ESXiSSH.KnownHostsFile, p+".esxi_ssh", ps)
+		case t.SSH != nil:
+			validateSSHConn(t.SSH.Address, t.SSH.User, t.SSH.KeyFile, t.SSH.KnownHostsFile, p+".ssh", ps)
+		case t.Libvirt != nil:
+			if t.Libvirt.URI == "" {
+				ps.add(p+".libvirt.uri", 0, "missing, e.g. qemu:///system or qemu+ssh://root@kvm1/system")
+			}
+			switch t.Libvirt.ShutdownMode {
+			case "", "acpi", "agent":
+			default:
+				ps.add(p+".libvirt.shutdown_mode", 0, "want acpi or agent, got %q", t.Libvirt.ShutdownMode)
+			}
+		case t.Proxmox != nil:
+			x := t.Proxmox
+			if u, err := url.Parse(x.URL); x.URL == "" || err != nil || u.Scheme != "https" {
+				ps.add(p+".proxmox.url", 0, "want https://HOST:8006")
+			}
+			if !strings.Contains(x.TokenID, "!") || !strings.Contains(x.TokenID, "@") {
+				ps.add(p+".proxmox.token_id", 0, "want user@realm!tokenname, got %q", x.TokenID)
+			}
+			c.Targets[i].Proxmox.Secret = readSecretKeys(x.SecretFile, x.SecretEnv, "secret_file", "secret_env", p+".proxmox", ps, getenv)
+			if c.Targets[i].Proxmox.Secret.IsZero() && x.SecretFile == "" && x.SecretEnv == "" {
+				ps.add(p+".proxmox", 0, "give secret_file or secret_env (the API token's secret)")
+			}
+			if x.Insecure && (x.CAFile != "" || x.Fingerprint != "") {
+				ps.add(p+".proxmox.insecure", 0, "insecure cannot be combined with ca_file or fingerprint")
+			}
+		case t.Local != nil:
+			if len(c.Targets[i].Local.Command) == 0 {
+				c.Targets[i].Local.Command = []string{"systemctl", "poweroff"}
+			}
+		}
 	}
 	s := c.Shutdown
 	checkChain(s.DefaultAction, "shutdown.default_action", ps)
@@ -295,6 +393,25 @@ func (c *Config) validateShutdown(ps *problems, getenv func(string) string) {
 }
 
 var thumbprintRE = regexp.MustCompile(`^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$`)
+
+func validateSSHConn(addr, user, key, known, p string, ps *problems) {
+	if addr == "" {
+		ps.add(p+".address", 0, "missing: host or host:port")
+	}
+	if user == "" {
+		ps.add(p+".user", 0, "missing")
+	}
+	for _, f := range []struct{ key, path string }{{"key_file", key}, {"known_hosts_file", known}} {
+		switch {
+		case f.path == "":
+			ps.add(p+"."+f.key, 0, "missing (sundown never connects to an unverified host or without a key)")
+		default:
+			if _, err := os.Stat(f.path); err != nil {
+				ps.add(p+"."+f.key, 0, "cannot read: %v", unwrapPathErr(err))
+			}
+		}
+	}
+}
 
 func checkChain(chain []string, p string, ps *problems) {
 	if _, err := ParseChain(chain); err != nil {
