@@ -12,6 +12,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/provider"
 	"github.com/sundown-ups/sundown/internal/provider/libvirt"
+	"github.com/sundown-ups/sundown/internal/provider/proxmox"
 	"github.com/sundown-ups/sundown/internal/provider/ssh"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
 )
@@ -31,6 +32,12 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 	case t.Libvirt != nil:
 		v := t.Libvirt
 		return libvirt.New(ctx, libvirt.Config{URI: v.URI, ShutdownMode: v.ShutdownMode, HostName: v.HostName})
+	case t.Proxmox != nil:
+		v := t.Proxmox
+		return proxmox.New(ctx, proxmox.Config{
+			URL: v.URL, TokenID: v.TokenID, Secret: v.Secret.Reveal(), CAFile: v.CAFile,
+			Fingerprint: v.Fingerprint, Insecure: v.Insecure, Logger: log.With("target", t.Name),
+		})
 	case t.SSH != nil:
 		v := t.SSH
 		return ssh.New(ctx, ssh.Config{
