@@ -90,7 +90,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{"The mains power fails", "ONBATT", "Decision: shutdown: UPS rack: runtime",
 		"(from plan estimate)", "FSD", "group web stopped", "legacy-erp (ungrouped)       escalates: guest legacy-erp not off within 6s",
-		"esx-03                       host shutting down", "20 of 20 VMs off", "0 step(s) failed", "ONLINE", "Demo finished"} {
+		"esx-03                       host shutting down", "vCenter 20 of 20 VMs off", "Proxmox 4 of 4 guests off", "pve-1                        host shutting down", "0 step(s) failed", "ONLINE", "Demo finished"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

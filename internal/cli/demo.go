@@ -17,6 +17,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/nut/nuttest"
 	"github.com/sundown-ups/sundown/internal/policy"
+	"github.com/sundown-ups/sundown/internal/provider/proxmox/pvetest"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere/vcsim"
 )
 
@@ -88,11 +89,33 @@ func demoFleet() vcsim.Fleet {
 	return f
 }
 
+// demoPVE is a Proxmox VE node next to the vCenter: VMs, a container and
+// an HA-managed guest (which the HA stack would restart if sundown did not
+// set its HA state to stopped first).
+func demoPVE() pvetest.Fleet {
+	return pvetest.Fleet{
+		Nodes: []pvetest.Node{{Name: "pve-1"}},
+		Guests: []pvetest.Guest{
+			{Node: "pve-1", VMID: 101, Name: "git", Running: true, ShutdownDelay: 1500 * time.Millisecond},
+			{Node: "pve-1", VMID: 102, Name: "ci-runner", Running: true, ShutdownDelay: 2 * time.Second},
+			{Node: "pve-1", VMID: 103, Name: "grafana", Running: true, ShutdownDelay: time.Second, HA: true},
+			{Node: "pve-1", VMID: 201, Name: "dns", Type: "lxc", Running: true, ShutdownDelay: 500 * time.Millisecond},
+		},
+	}
+}
+
 const demoSelfUUID = "4237a5d6-0f6e-4c5e-9d1e-5d0000000001"
 
 // demoConfig is the config an admin would write for that site, with the
 // timeouts compressed like the simulated guests.
-func demoConfig(nutAddr string, sim *vcsim.Sim, stateDir string) (*config.Config, error) {
+func demoConfig(nutAddr string, sim *vcsim.Sim, stateDir string, pve ...*pvetest.Server) (*config.Config, error) {
+	pveTarget := ""
+	if len(pve) > 0 {
+		pveTarget = `  - name: proxmox
+    proxmox: {url: "` + pve[0].URL() + `", token_id: "sundown@pve!sundown", secret_env: DEMO_PVE_SECRET, ca_file: ` + strconv.Quote(pve[0].CAFile()) + `}
+    hosts: {shutdown: true, shutdown_timeout: 10s}
+`
+	}
 	yml := `state_dir: ` + strconv.Quote(stateDir) + `
 power:
   poll_interval: 250ms
@@ -105,7 +128,7 @@ targets:
   - name: vcenter
     vsphere: {url: "` + sim.URL() + `", username: "` + sim.Username() + `", password_env: DEMO_VC_PW, ca_file: ` + strconv.Quote(sim.CAFile()) + `}
     hosts: {maintenance: true, maintenance_timeout: 10s, shutdown: true, shutdown_timeout: 10s}
-shutdown:
+` + pveTarget + `shutdown:
   default_action: ["shutdown 6s", "poweroff 5s"]
   caps: {global: 6, per_host: 3}
   groups:
@@ -115,9 +138,9 @@ shutdown:
     - {name: dc,  select: {names: ["dc-*"]}}
   guests:
     - {name: lab-scratch, action: [poweroff]}
-  self: {vm_uuid: "` + demoSelfUUID + `", host: esx-03}
+  self: {vm_uuid: "` + demoSelfUUID + `", host: esx-03, target: vcenter}
 `
-	env := map[string]string{"DEMO_NUT_PW": demoPassword, "DEMO_VC_PW": sim.Password()}
+	env := map[string]string{"DEMO_NUT_PW": demoPassword, "DEMO_VC_PW": sim.Password(), "DEMO_PVE_SECRET": "secret"}
 	return config.Parse("demo.yaml", []byte(yml), func(k string) string { return env[k] })
 }
 
@@ -134,18 +157,23 @@ func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) 
 		"ups.status": "OL CHRG", "battery.charge": "100", "battery.runtime": "300",
 		"ups.load": "38", "device.mfr": "Simulated", "device.model": "Smart-UPS 1500 (demo)",
 	})
-	fmt.Fprintln(out, "sundown demo: starting a simulated UPS and a simulated vCenter (20 VMs on 3 hosts) ...")
+	fmt.Fprintln(out, "sundown demo: starting a simulated UPS, a simulated vCenter (20 VMs on 3 hosts) and a Proxmox VE node (4 guests) ...")
 	sim, err := vcsim.Start(ctx, demoFleet())
 	if err != nil {
 		return fmt.Errorf("demo: start simulated vCenter: %w", err)
 	}
 	defer sim.Close()
+	pve, err := pvetest.NewServer(demoPVE())
+	if err != nil {
+		return fmt.Errorf("demo: start simulated Proxmox VE: %w", err)
+	}
+	defer pve.Close()
 	state, err := os.MkdirTemp("", "sundown-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(state)
-	c, err := demoConfig(srv.Addr(), sim, state)
+	c, err := demoConfig(srv.Addr(), sim, state, pve)
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
@@ -154,7 +182,7 @@ func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "NUT server %s, vCenter %s.\n", srv.Addr(), sim.URL())
+	fmt.Fprintf(out, "NUT server %s, vCenter %s, Proxmox VE %s.\n", srv.Addr(), sim.URL(), pve.URL())
 	fmt.Fprintf(out, "Policy: shut down when battery runtime < the plan's estimated duration + margin %s.\n", c.Power.RuntimeMargin)
 	fmt.Fprintf(out, "Time is compressed: the battery drains %gx faster than real; guests shut down in 1-4 s.\n\n", speed)
 
@@ -168,7 +196,7 @@ func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) 
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		scriptErr = demoScript(ctx, out, srv, sim, a, speed)
+		scriptErr = demoScript(ctx, out, srv, sim, pve, a, speed)
 	}()
 	err = watchApp(ctx, a, v)
 	wg.Wait()
@@ -181,7 +209,7 @@ func runDemo(ctx context.Context, w io.Writer, log *slog.Logger, speed float64) 
 
 // demoScript drives the simulated UPS: mains fails, the battery drains
 // until sundown decides, the shutdown runs, then mains returns.
-func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vcsim.Sim, a *app.App, speed float64) error {
+func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vcsim.Sim, pve *pvetest.Server, a *app.App, speed float64) error {
 	waitFor := func(what string, limit time.Duration, cond func(app.Snapshot) bool) error {
 		deadline := time.Now().Add(limit)
 		for !cond(a.Snapshot()) {
@@ -238,8 +266,15 @@ func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vc
 			failed++
 		}
 	}
-	fmt.Fprintf(out, "\n>>> Shutdown finished in %s (estimated %s): %d of %d VMs off, hosts shut down: %v, %d step(s) failed.\n",
-		took.Round(100*time.Millisecond), s.Estimate.Round(time.Second), off, len(demoFleet().VMs), sim.HostShutdowns(), failed)
+	pveOff := 0
+	for _, g := range demoPVE().Guests {
+		if st, ok := pve.State(g.VMID); ok && st.Status == "stopped" {
+			pveOff++
+		}
+	}
+	fmt.Fprintf(out, "\n>>> Shutdown finished in %s (estimated %s): vCenter %d of %d VMs off, Proxmox %d of %d guests off, hosts shut down: %v %v, %d step(s) failed.\n",
+		took.Round(100*time.Millisecond), s.Estimate.Round(time.Second), off, len(demoFleet().VMs), pveOff, len(demoPVE().Guests),
+		sim.HostShutdowns(), pve.NodeShutdowns(), failed)
 	fmt.Fprintln(out, "    In real life the UPS now cuts the load; sundown's own VM went down with esx-03, last.")
 	fmt.Fprintln(out, "\n>>> Mains power returns. The decision stays latched: a started shutdown always finishes.")
 	srv.SetVars("rack", map[string]string{"ups.status": "OL CHRG"})
