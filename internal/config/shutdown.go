@@ -320,6 +320,9 @@ func (c *Config) validateShutdown(ps *problems, getenv func(string) string) {
 			if c.Targets[i].Proxmox.Secret.IsZero() && x.SecretFile == "" && x.SecretEnv == "" {
 				ps.add(p+".proxmox", 0, "give secret_file or secret_env (the API token's secret)")
 			}
+			if fp := strings.ReplaceAll(x.Fingerprint, ":", ""); x.Fingerprint != "" && (len(fp) != 64 || !thumbprintRE.MatchString(fp)) {
+				ps.add(p+".proxmox.fingerprint", 0, "want the SHA-256 fingerprint as PVE shows it (32 hex bytes, AB:CD:…)")
+			}
 			if x.Insecure && (x.CAFile != "" || x.Fingerprint != "") {
 				ps.add(p+".proxmox.insecure", 0, "insecure cannot be combined with ca_file or fingerprint")
 			}
