@@ -12,6 +12,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/provider"
 	"github.com/sundown-ups/sundown/internal/provider/libvirt"
+	"github.com/sundown-ups/sundown/internal/provider/local"
 	"github.com/sundown-ups/sundown/internal/provider/proxmox"
 	"github.com/sundown-ups/sundown/internal/provider/ssh"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
@@ -38,6 +39,8 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 			URL: v.URL, TokenID: v.TokenID, Secret: v.Secret.Reveal(), CAFile: v.CAFile,
 			Fingerprint: v.Fingerprint, Insecure: v.Insecure, Logger: log.With("target", t.Name),
 		})
+	case t.Local != nil:
+		return local.New(ctx, local.Config{Command: t.Local.Command, HostName: t.Local.HostName, Logger: log.With("target", t.Name)})
 	case t.SSH != nil:
 		v := t.SSH
 		return ssh.New(ctx, ssh.Config{
