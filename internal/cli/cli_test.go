@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -32,10 +33,20 @@ func TestCheckListsEveryProblemAndExits2(t *testing.T) {
 }
 
 func TestCheckExamples(t *testing.T) {
-	t.Setenv("SUNDOWN_NUT_PASSWORD", "x")
-	t.Setenv("SUNDOWN_VSPHERE_PASSWORD", "x")
 	files, _ := filepath.Glob("../../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples")
+	}
+	envRE := regexp.MustCompile(`_env:\s*([A-Z_][A-Z0-9_]*)`)
 	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The secrets an example names come from the environment.
+		for _, m := range envRE.FindAllStringSubmatch(string(b), -1) {
+			t.Setenv(m[1], "x")
+		}
 		code, out, errs := run(t, context.Background(), "check", "-c", f)
 		if code != 0 || !strings.Contains(out, ": ok (") {
 			t.Errorf("check %s: exit %d, %q %q", f, code, out, errs)
