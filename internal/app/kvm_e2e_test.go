@@ -12,8 +12,8 @@ import (
 )
 
 // A KVM site through the daemon: guests on a real libvirtd go down in
-// dependency order, then a NAS behind a real sshd gets its shutdown
-// command (recorded, never run).
+// dependency order, then the KVM host itself over SSH (host_ssh: a real
+// sshd that records the command), then a NAS behind another real sshd.
 func TestDaemonLibvirtAndSSH(t *testing.T) {
 	lv := libvirtd.Start(t)
 	node, err := libvirtd.WriteNode(t.TempDir(), []libvirtd.Domain{
@@ -25,6 +25,7 @@ func TestDaemonLibvirtAndSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	nas := sshd.Start(t, sshd.Options{Emulate: "echo ok"})
+	kvmHost := sshd.Start(t, sshd.Options{Emulate: "echo ok"})
 	srv := newNUT(t)
 	c := testConfig(t, `state_dir: "`+t.TempDir()+`"
 power: {poll_interval: 100ms, deadtime: 2s}
@@ -33,7 +34,11 @@ ups:
     nut: {address: "`+srv.Addr()+`", ups: ups}
 targets:
   - name: kvm
-    libvirt: {uri: "`+lv.NodeURI(node)+`", host_name: kvm1}
+    libvirt:
+      uri: "`+lv.NodeURI(node)+`"
+      host_name: kvm1
+      host_ssh: {address: "`+kvmHost.Addr()+`", user: `+kvmHost.User()+`, key_file: "`+kvmHost.ClientKeyPath()+`", known_hosts_file: "`+kvmHost.WriteKnownHosts(t)+`", command: "systemctl poweroff"}
+    hosts: {shutdown: true}
   - name: nas
     ssh: {address: "`+nas.Addr()+`", user: `+nas.User()+`, key_file: "`+nas.ClientKeyPath()+`", known_hosts_file: "`+nas.WriteKnownHosts(t)+`", command: "poweroff", host_name: nas}
     hosts: {shutdown: true}
@@ -64,6 +69,12 @@ shutdown:
 	}
 	if got := nas.Commands(); len(got) != 1 || strings.TrimSpace(got[0]) != "poweroff" {
 		t.Errorf("NAS received %q, want one poweroff", got)
+	}
+	if got := kvmHost.Commands(); len(got) != 1 || strings.TrimSpace(got[0]) != "systemctl poweroff" {
+		t.Errorf("KVM host received %q, want one systemctl poweroff", got)
+	}
+	if host, db := stepStart(t, s, "kvm1"), stepEnd(t, s, "db-1"); host.Before(db) {
+		t.Errorf("KVM host shutdown started at %s, before its guest db-1 ended at %s", host, db)
 	}
 	t.Logf("steps: %v", order)
 }

@@ -32,7 +32,16 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 		})
 	case t.Libvirt != nil:
 		v := t.Libvirt
-		return libvirt.New(ctx, libvirt.Config{URI: v.URI, ShutdownMode: v.ShutdownMode, HostName: v.HostName})
+		p, err := libvirt.New(ctx, libvirt.Config{URI: v.URI, ShutdownMode: v.ShutdownMode, HostName: v.HostName})
+		if err != nil || v.HostSSH == nil {
+			return p, err
+		}
+		h, err := newSSH(ctx, t.Name, *v.HostSSH, log)
+		if err != nil {
+			_ = p.Close()
+			return nil, err
+		}
+		return hostOverSSH{Provider: p, host: h}, nil
 	case t.Proxmox != nil:
 		v := t.Proxmox
 		return proxmox.New(ctx, proxmox.Config{
@@ -42,13 +51,16 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 	case t.Local != nil:
 		return local.New(ctx, local.Config{Command: t.Local.Command, HostName: t.Local.HostName, Logger: log.With("target", t.Name)})
 	case t.SSH != nil:
-		v := t.SSH
-		return ssh.New(ctx, ssh.Config{
-			Address: v.Address, User: v.User, KeyFile: v.KeyFile, KnownHostsFile: v.KnownHostsFile,
-			Command: v.Command, HostName: v.HostName, Logger: log.With("target", t.Name),
-		})
+		return newSSH(ctx, t.Name, *t.SSH, log)
 	}
 	return nil, fmt.Errorf("target %s: this kind of target is not wired into sundown yet", t.Name)
+}
+
+func newSSH(ctx context.Context, target string, v config.SSHHost, log *slog.Logger) (*ssh.Provider, error) {
+	return ssh.New(ctx, ssh.Config{
+		Address: v.Address, User: v.User, KeyFile: v.KeyFile, KnownHostsFile: v.KnownHostsFile,
+		Command: v.Command, HostName: v.HostName, Logger: log.With("target", target),
+	})
 }
 
 // Fleet holds the providers of every configured target. A target that

@@ -55,6 +55,9 @@ type Libvirt struct {
 	URI          string `yaml:"uri"`
 	ShutdownMode string `yaml:"shutdown_mode"` // acpi (default) or agent
 	HostName     string `yaml:"host_name"`
+	// HostSSH shuts the hypervisor itself down over SSH once its guests
+	// are down (libvirt cannot); with hosts: {shutdown: true}.
+	HostSSH *SSHHost `yaml:"host_ssh"`
 }
 
 // Proxmox is a Proxmox VE node or cluster, reached with an API token.
@@ -307,6 +310,11 @@ func (c *Config) validateShutdown(ps *problems, getenv func(string) string) {
 			case "", "acpi", "agent":
 			default:
 				ps.add(p+".libvirt.shutdown_mode", 0, "want acpi or agent, got %q", t.Libvirt.ShutdownMode)
+			}
+			if h := t.Libvirt.HostSSH; h != nil {
+				validateSSHConn(h.Address, h.User, h.KeyFile, h.KnownHostsFile, p+".libvirt.host_ssh", ps)
+			} else if t.Hosts.Shutdown {
+				ps.add(p+".hosts.shutdown", 0, "libvirt cannot shut its host down: add libvirt.host_ssh")
 			}
 		case t.Proxmox != nil:
 			x := t.Proxmox
