@@ -11,6 +11,7 @@ import (
 	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/esxissh"
 	"github.com/sundown-ups/sundown/internal/provider/libvirt"
 	"github.com/sundown-ups/sundown/internal/provider/local"
 	"github.com/sundown-ups/sundown/internal/provider/proxmox"
@@ -47,6 +48,12 @@ func NewProvider(ctx context.Context, t config.Target, log *slog.Logger) (provid
 		return proxmox.New(ctx, proxmox.Config{
 			URL: v.URL, TokenID: v.TokenID, Secret: v.Secret.Reveal(), CAFile: v.CAFile,
 			Fingerprint: v.Fingerprint, Insecure: v.Insecure, Logger: log.With("target", t.Name),
+		})
+	case t.ESXiSSH != nil:
+		v := t.ESXiSSH
+		return esxissh.New(ctx, esxissh.Config{
+			Address: v.Address, User: v.User, KeyFile: v.KeyFile, KnownHostsFile: v.KnownHostsFile,
+			HostName: v.HostName, AutoStop: v.AutoStop, Logger: log.With("target", t.Name),
 		})
 	case t.Local != nil:
 		return local.New(ctx, local.Config{Command: t.Local.Command, HostName: t.Local.HostName, Logger: log.With("target", t.Name)})
