@@ -368,7 +368,8 @@ func (p *Provider) dial(ctx, callerCtx context.Context, op, target string) (*gos
 
 // result is what one command produced.
 type result struct {
-	out    string // stdout and stderr, interleaved
+	out    string // stdout: what the parsers read
+	errOut string // stderr: login-shell noise, warnings, some faults
 	status int    // exit status; -1 when the connection dropped after start
 	eof    bool   // the connection dropped after the command started
 }
@@ -419,9 +420,13 @@ func (p *Provider) run(ctx, callerCtx context.Context, op, target, cmd string, l
 		}
 	}
 	defer sess.Close()
+	// Separate streams: a login shell on the host may print to stderr
+	// (seen here: a profile script's warnings), which must not break the
+	// parsing of what the command prints.
 	buf := &capBuffer{max: maxOutput}
+	errBuf := &capBuffer{max: maxOutput}
 	sess.Stdout = buf
-	sess.Stderr = buf
+	sess.Stderr = errBuf
 	tctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	// Register the waiter before Close can start waiting for waiters.
@@ -465,11 +470,11 @@ func (p *Provider) run(ctx, callerCtx context.Context, op, target, cmd string, l
 		return result{}, &provider.Error{Op: op, Target: target, Class: provider.Transient,
 			Err: fmt.Errorf("%q did not finish (it may still take effect): %w", cmd, cause)}
 	}
-	if buf.over {
+	if buf.over || errBuf.over {
 		return result{}, &provider.Error{Op: op, Target: target, Class: provider.Permanent,
 			Err: fmt.Errorf("%q printed more than %d bytes; not what ESXi prints", cmd, maxOutput)}
 	}
-	res := result{out: buf.String()}
+	res := result{out: buf.String(), errOut: errBuf.String()}
 	var ee *gossh.ExitError
 	switch {
 	case err == nil:
@@ -504,6 +509,14 @@ func (c *capBuffer) Write(b []byte) (int, error) {
 	}
 	c.b = append(c.b, b...)
 	return len(b), nil
+}
+
+// all is everything the command printed, for recognising faults.
+func (r result) all() string {
+	if r.errOut == "" {
+		return r.out
+	}
+	return r.out + "\n" + r.errOut
 }
 
 func (c *capBuffer) String() string {
@@ -662,12 +675,19 @@ func parseRow(ln string, fileCol int) (vmRow, bool) {
 // (unregistered or inaccessible VMs) are ignored.
 func parseGetAllVMs(out string) ([]vmRow, error) {
 	lines := strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n")
+	// The header is the first line that looks like it: anything before it
+	// (blank lines, "Skipping invalid VM" notes, a shell warning on
+	// stderr, which shares the stream) is not a row.
 	i := 0
-	for i < len(lines) && (strings.TrimSpace(lines[i]) == "" || strings.HasPrefix(lines[i], "Skipping invalid VM")) {
+	for i < len(lines) && !headerRe.MatchString(lines[i]) {
 		i++
 	}
-	if i == len(lines) || !headerRe.MatchString(lines[i]) {
-		return nil, errors.New("no \"Vmid Name File Guest OS Version Annotation\" header")
+	if i == len(lines) {
+		excerpt := out
+		if len(excerpt) > 200 {
+			excerpt = excerpt[:200] + "…"
+		}
+		return nil, fmt.Errorf("no \"Vmid Name File Guest OS Version Annotation\" header in %q", excerpt)
 	}
 	fileCol := strings.Index(lines[i], "File")
 	var rows []vmRow

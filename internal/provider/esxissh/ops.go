@@ -269,19 +269,19 @@ func (c *call) maintenance() (bool, error) {
 
 // esxcliError classifies a failed esxcli command; nil when it succeeded.
 func esxcliError(op, target, cmd string, r result) error {
-	if r.status == 0 && !strings.Contains(r.out, "(vim.fault.") {
+	if r.status == 0 && !strings.Contains(r.all(), "(vim.fault.") {
 		return nil
 	}
-	low := strings.ToLower(r.out)
+	low := strings.ToLower(r.all())
 	class := provider.Permanent
 	switch {
-	case strings.Contains(low, "permission") || strings.Contains(r.out, "NoPermission") || strings.Contains(low, "not authorized"):
+	case strings.Contains(low, "permission") || strings.Contains(r.all(), "NoPermission") || strings.Contains(low, "not authorized"):
 		class = provider.Permission
 	case strings.Contains(low, "timed out") || strings.Contains(low, "timeout") || strings.Contains(low, "busy"):
 		class = provider.Transient
 	}
 	return &provider.Error{Op: op, Target: target, Class: class,
-		Err: fmt.Errorf("%s exited with status %d: %s", cmd, r.status, faultText(r.out))}
+		Err: fmt.Errorf("%s exited with status %d: %s", cmd, r.status, faultText(r.all()))}
 }
 
 // Inventory lists the host and its registered VMs (vmid order, as strings).
@@ -346,7 +346,7 @@ func (c *call) powerCmd(verb, id string, okStates ...provider.PowerState) error 
 		return err
 	}
 	if err := vimError(c.op, c.target, cmd, r); err != nil {
-		if strings.Contains(r.out, "vim.fault.InvalidPowerState") {
+		if strings.Contains(r.all(), "vim.fault.InvalidPowerState") {
 			if st, serr := c.state(id); serr == nil && slices.Contains(okStates, st) {
 				return nil
 			}
@@ -552,7 +552,7 @@ func (p *Provider) setMaintenance(ctx context.Context, op, hostID string, enable
 		return err
 	}
 	if err := esxcliError(op, hostID, cmd, r); err != nil {
-		low := strings.ToLower(r.out)
+		low := strings.ToLower(r.all())
 		if !strings.Contains(low, "already enabled") && !strings.Contains(low, "already disabled") {
 			return err
 		}
@@ -619,7 +619,7 @@ func (p *Provider) ShutdownHost(ctx context.Context, hostID string, force bool) 
 		p.log.Info("esxissh: connection closed after the power-off command; host going down", "host", p.id)
 		return nil
 	}
-	if r.status == 0 && !strings.Contains(r.out, "(vim.fault.") {
+	if r.status == 0 && !strings.Contains(r.all(), "(vim.fault.") {
 		p.log.Info("esxissh: host power-off accepted", "host", p.id, "force", force)
 		return nil
 	}
