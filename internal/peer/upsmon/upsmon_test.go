@@ -112,10 +112,12 @@ func TestLowBatteryRunsHarmlessShutdown(t *testing.T) {
 	for _, n := range u.Notifications() {
 		t.Logf("  %s %-8s %s", n.At.Format("15:04:05.000"), n.Type, n.Message)
 	}
-	// With FINALDELAY 0 the SHUTDOWN notification (forked) and SHUTDOWNCMD
-	// run at the same moment, in either order.
-	if at.Before(low.At) {
-		t.Errorf("SHUTDOWNCMD at %v before the LOWBATT notification at %v", at, low.At)
+	// upsmon forks every NOTIFYCMD, so the LOWBATT and SHUTDOWN scripts
+	// and SHUTDOWNCMD (FINALDELAY 0) land in any order within a few ms
+	// (seen: SHUTDOWNCMD 0.3 ms before the LOWBATT script wrote). What
+	// must hold: the shutdown came after upsd served OB LB.
+	if !at.After(served) {
+		t.Errorf("SHUTDOWNCMD at %v, before upsd served OB LB at %v", at, served)
 	}
 	// The primary raised FSD on the server before shutting down.
 	s.WaitServed(t, "ups1", "ups.status", "FSD OB DISCHRG LB", 2*time.Second)
