@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -278,7 +279,10 @@ func TestShutdownHost(t *testing.T) {
 			if got := f.read(t, "host/power"); got != "off" {
 				t.Errorf("emulated host power %q, want off", got)
 			}
-			// The host is gone: the next call cannot reach it.
+			// The host is gone: once its sshd has stopped listening (the
+			// emulator sends it SIGTERM; it exits a moment later), the
+			// next call cannot reach it.
+			waitListenerGone(t, f.srv.Addr())
 			_, err := p.Inventory(ctx(t))
 			wantClass(t, "Inventory after power off", err, provider.Unreachable)
 		})
@@ -438,5 +442,22 @@ func TestInventoryBatches(t *testing.T) {
 	}
 	if n := len(f.srv.Commands()); batches != 2 || n != 4 {
 		t.Errorf("%d commands with %d batches, want 4 commands (maintenance, getallvms, 2 batches of ≤32 VMs)", n, batches)
+	}
+}
+
+// waitListenerGone waits until nothing accepts connections on addr.
+func waitListenerGone(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		_ = c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd on %s still listening 5s after the host powered off", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
