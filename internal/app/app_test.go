@@ -257,9 +257,11 @@ func TestStaleWhileOnBatteryShutsDownAtDeadtime(t *testing.T) {
 	srv.SetError("ups", "DATA-STALE")
 	s := r.waitFor(t, "shutdown", 10*time.Second, func(s app.Snapshot) bool { return s.Decision.Kind == policy.Shutdown })
 	silent := s.Decision.At.Sub(s.UPS[0].LastSeen)
-	// Deadtime 2s, ticks every 100ms: decided between deadtime and one poll later.
-	if silent < 2*time.Second || silent > 2*time.Second+300*time.Millisecond {
-		t.Errorf("shutdown after %s of silence, want 2s..2.3s", silent)
+	// Deadtime 2s: never before it; late only by the loop's tick (100ms)
+	// plus scheduling on a loaded CI machine (the exact timing rule is
+	// tested with injected time in internal/policy).
+	if silent < 2*time.Second || silent > 3*time.Second {
+		t.Errorf("shutdown after %s of silence, want 2s..3s", silent)
 	}
 }
 
