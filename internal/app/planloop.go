@@ -23,7 +23,14 @@ func (a *App) PlanOnce(ctx context.Context) ([]plan.Problem, []error) {
 	if a.fleet == nil {
 		return nil, nil
 	}
-	bctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	_, problems, errs := a.replan(ctx, 2*time.Minute)
+	return problems, errs
+}
+
+// replan discovers and plans (bounded by timeout), and makes the result
+// the current plan, its estimate the policy's, its summary the snapshot's.
+func (a *App) replan(ctx context.Context, timeout time.Duration) (*plan.Plan, []plan.Problem, []error) {
+	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	p, problems, errs := BuildPlan(bctx, a.cfg, a.fleet, LearnedDurations(a.journalPath()))
 	info := &PlanInfo{Steps: len(p.Steps), Built: a.opts.Now()}
@@ -47,7 +54,7 @@ func (a *App) PlanOnce(ctx context.Context) ([]plan.Problem, []error) {
 	a.planned = len(errs) == 0
 	a.mu.Unlock()
 	a.log.Info("plan ready", "steps", len(p.Steps), "makespan_s", int(s.Makespan.Seconds()), "problems", len(problems))
-	return problems, errs
+	return p, problems, errs
 }
 
 // planLoop keeps the plan and its estimate current: it rediscovers and

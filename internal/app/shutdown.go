@@ -222,8 +222,7 @@ func lastLine(s string) string {
 func stepStatuses(p *plan.Plan) []StepStatus {
 	out := make([]StepStatus, 0, len(p.Steps))
 	for _, s := range p.Steps {
-		st := "pending"
-		out = append(out, StepStatus{ID: s.ID, Key: s.Key, Name: s.Name, Group: s.Group, Kind: s.Kind.String(), State: st})
+		out = append(out, StepStatus{ID: s.ID, Key: s.Key, Name: s.Name, Group: s.Group, Kind: s.Kind.String(), State: "pending"})
 	}
 	return out
 }
@@ -288,15 +287,16 @@ func (a *App) journalPath() string {
 	return JournalPath(a.cfg)
 }
 
-// freshPlan rediscovers the fleet and plans; on failure it falls back to
-// the last good plan.
+// freshPlan rediscovers the fleet and plans; when nothing could be
+// discovered it falls back to the last good plan.
 func (a *App) freshPlan(ctx context.Context) *plan.Plan {
 	if a.fleet == nil {
 		return nil
 	}
-	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	p, problems, errs := BuildPlan(bctx, a.cfg, a.fleet, LearnedDurations(a.journalPath()))
+	a.mu.Lock()
+	last := a.plan
+	a.mu.Unlock()
+	p, problems, errs := a.replan(ctx, 60*time.Second)
 	for _, e := range errs {
 		a.log.Error("target unreachable: its guests are not in this shutdown", "err", e)
 		a.note("unreachable: %v", e)
@@ -304,12 +304,12 @@ func (a *App) freshPlan(ctx context.Context) *plan.Plan {
 	for _, pr := range problems {
 		a.log.Warn("plan", "problem", pr.String())
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(p.Steps) == 0 && a.plan != nil {
-		return a.plan
+	if len(p.Steps) == 0 && last != nil {
+		a.mu.Lock()
+		a.plan = last
+		a.mu.Unlock()
+		return last
 	}
-	a.plan = p
 	return p
 }
 
