@@ -254,7 +254,8 @@ func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vc
 	}
 	took := time.Since(start)
 	off := 0
-	for _, vm := range demoFleet().VMs {
+	vms, guests := demoFleet().VMs, demoPVE().Guests
+	for _, vm := range vms {
 		if sim.PowerState(vm.Name) == "poweredOff" {
 			off++
 		}
@@ -267,13 +268,13 @@ func demoScript(ctx context.Context, out io.Writer, srv *nuttest.Server, sim *vc
 		}
 	}
 	pveOff := 0
-	for _, g := range demoPVE().Guests {
+	for _, g := range guests {
 		if st, ok := pve.State(g.VMID); ok && st.Status == "stopped" {
 			pveOff++
 		}
 	}
 	fmt.Fprintf(out, "\n>>> Shutdown finished in %s (estimated %s): vCenter %d of %d VMs off, Proxmox %d of %d guests off, hosts shut down: %v %v, %d step(s) failed.\n",
-		took.Round(100*time.Millisecond), s.Estimate.Round(time.Second), off, len(demoFleet().VMs), pveOff, len(demoPVE().Guests),
+		took.Round(100*time.Millisecond), s.Estimate.Round(time.Second), off, len(vms), pveOff, len(guests),
 		sim.HostShutdowns(), pve.NodeShutdowns(), failed)
 	fmt.Fprintln(out, "    In real life the UPS now cuts the load; sundown's own VM went down with esx-03, last.")
 	fmt.Fprintln(out, "\n>>> Mains power returns. The decision stays latched: a started shutdown always finishes.")
