@@ -30,15 +30,11 @@ package esxissh
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +44,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/sshconn"
 )
 
 // DefaultTimeout bounds one command (and a dial) when Config.Timeout is zero.
@@ -149,15 +146,12 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if len(problems) > 0 {
 		return nil, provider.NewError(op, cfg.Address, provider.Permanent, "invalid config: "+strings.Join(problems, "; "))
 	}
-	addr := cfg.Address
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "22")
-	}
+	addr := sshconn.Addr(cfg.Address)
 	id := cfg.HostName
 	if id == "" {
 		id = cfg.Address
 	}
-	signer, err := loadKey(cfg.KeyFile)
+	signer, err := sshconn.LoadKey(cfg.KeyFile)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: id, Class: provider.Permanent, Err: err}
 	}
@@ -175,66 +169,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	if _, _, err := p.hostKeyConfig(); err != nil {
+	if _, _, err := sshconn.HostKeys(p.khFile, p.addr); err != nil {
 		return nil, &provider.Error{Op: op, Target: id, Class: provider.Permanent, Err: err}
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	return p, nil
-}
-
-func loadKey(path string) (gossh.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	s, err := gossh.ParsePrivateKey(b)
-	if err != nil {
-		var pm *gossh.PassphraseMissingError
-		if errors.As(err, &pm) {
-			return nil, fmt.Errorf("key file %s is passphrase-protected; sundown needs an unencrypted key readable only by its user", path)
-		}
-		return nil, fmt.Errorf("parse key file %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// hostKeyConfig loads known_hosts and returns its callback and the host key
-// algorithms it can verify for this host (same approach as the ssh
-// provider).
-func (p *Provider) hostKeyConfig() (gossh.HostKeyCallback, []string, error) {
-	check, err := knownhosts.New(p.khFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("known_hosts %s: %w", p.khFile, err)
-	}
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	probe, err := gossh.NewPublicKey(pub)
-	if err != nil {
-		return nil, nil, err
-	}
-	var ke *knownhosts.KeyError
-	if err := check(p.addr, &net.TCPAddr{IP: net.IPv4zero}, probe); !errors.As(err, &ke) {
-		return nil, nil, fmt.Errorf("known_hosts %s: unexpected answer for %s: %v", p.khFile, p.addr, err)
-	}
-	if len(ke.Want) == 0 {
-		return nil, nil, fmt.Errorf("known_hosts %s has no key for %s (add the line from `ssh-keyscan -p PORT HOST` after checking its fingerprint)", p.khFile, knownhosts.Normalize(p.addr))
-	}
-	var algos []string
-	for _, k := range ke.Want {
-		t := k.Key.Type()
-		cand := []string{t}
-		if t == gossh.KeyAlgoRSA {
-			cand = []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSA}
-		}
-		for _, a := range cand {
-			if !slices.Contains(algos, a) {
-				algos = append(algos, a)
-			}
-		}
-	}
-	return check, algos, nil
 }
 
 // ---- connection and commands ----
@@ -304,7 +243,7 @@ func (p *Provider) drop(c *gossh.Client) {
 }
 
 func (p *Provider) dial(ctx, callerCtx context.Context, op, target string) (*gossh.Client, error) {
-	check, algos, err := p.hostKeyConfig()
+	check, algos, err := sshconn.HostKeys(p.khFile, p.addr)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
 	}

@@ -16,13 +16,10 @@ package ssh
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +28,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/sshconn"
 )
 
 // DefaultCommand is the command ShutdownHost runs when Config.Command is
@@ -121,15 +119,12 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if len(problems) > 0 {
 		return nil, provider.NewError(op, cfg.Address, provider.Permanent, "invalid config: "+strings.Join(problems, "; "))
 	}
-	addr := cfg.Address
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "22")
-	}
+	addr := sshconn.Addr(cfg.Address)
 	target := cfg.HostName
 	if target == "" {
 		target = cfg.Address
 	}
-	signer, err := loadKey(cfg.KeyFile)
+	signer, err := sshconn.LoadKey(cfg.KeyFile)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
 	}
@@ -152,77 +147,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	if _, _, err := p.hostKeyConfig(); err != nil {
+	if _, _, err := sshconn.HostKeys(p.khFile, p.addr); err != nil {
 		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	return p, nil
-}
-
-// loadKey reads an unencrypted private key.
-func loadKey(path string) (gossh.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	s, err := gossh.ParsePrivateKey(b)
-	if err != nil {
-		var pm *gossh.PassphraseMissingError
-		if errors.As(err, &pm) {
-			return nil, fmt.Errorf("key file %s is passphrase-protected; sundown needs an unencrypted key readable only by its user", path)
-		}
-		return nil, fmt.Errorf("parse key file %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// hostKeyConfig loads the known_hosts file and returns its host key
-// callback, plus the host key algorithms that match
-// the keys known for the host (so the server is not asked for a key type
-// known_hosts cannot verify, which would look like a changed key).
-func (p *Provider) hostKeyConfig() (cb gossh.HostKeyCallback, algos []string, err error) {
-	check, err := knownhosts.New(p.khFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("known_hosts %s: %w", p.khFile, err)
-	}
-	// Ask the callback about a throw-away key: the KeyError lists the keys
-	// the file holds for this host.
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	probe, err := gossh.NewPublicKey(pub)
-	if err != nil {
-		return nil, nil, err
-	}
-	// knownhosts looks the host up by the address string; remote is only
-	// consulted when that is empty.
-	remote := &net.TCPAddr{IP: net.IPv4zero}
-	var ke *knownhosts.KeyError
-	if err := check(p.addr, remote, probe); !errors.As(err, &ke) {
-		return nil, nil, fmt.Errorf("known_hosts %s: unexpected answer for %s: %v", p.khFile, p.addr, err)
-	}
-	if len(ke.Want) == 0 {
-		return nil, nil, fmt.Errorf("known_hosts %s has no key for %s (add the line from `ssh-keyscan -p PORT HOST` after checking its fingerprint)", p.khFile, knownhosts.Normalize(p.addr))
-	}
-	seen := map[string]bool{}
-	for _, k := range ke.Want {
-		for _, a := range algorithmsFor(k.Key.Type()) {
-			if !seen[a] {
-				seen[a] = true
-				algos = append(algos, a)
-			}
-		}
-	}
-	return check, algos, nil
-}
-
-// algorithmsFor maps a key type to the signature algorithms that verify it.
-func algorithmsFor(keyType string) []string {
-	if keyType == gossh.KeyAlgoRSA {
-		return []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSA}
-	}
-	return []string{keyType}
 }
 
 // Capabilities: no guests, no maintenance mode, host shutdown only.
@@ -436,7 +365,7 @@ func (p *Provider) begin(ctx context.Context, op, target string) (context.Contex
 // context bounded by Timeout and Close) bounds all of it; callerCtx tells
 // the caller's own end apart from Timeout.
 func (p *Provider) connect(callerCtx, ctx context.Context, op string) (*gossh.Client, error) {
-	check, algos, err := p.hostKeyConfig()
+	check, algos, err := sshconn.HostKeys(p.khFile, p.addr)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Permanent, Err: err}
 	}
