@@ -454,108 +454,18 @@ func (e *executor) run() (*Report, error) {
 		"only", e.opts.Only, "global_cap", e.caps.Global, "per_host_cap", e.caps.PerHost)
 	e.emit(Event{Type: EventRunStart, Step: -1, Resumed: e.resumed})
 
-	// Successors (compressed) and the steps' bottom levels, as in Estimate.
-	indeg := make([]int32, n)
-	off := make([]int32, n+1)
-	for i := range p.Steps {
-		for range p.Steps[i].Deps {
-			indeg[i]++
-		}
-		for _, d := range p.Steps[i].Deps {
-			off[d+1]++
-		}
-	}
-	for i := range n {
-		off[i+1] += off[i]
-	}
-	succ := make([]int32, off[n])
-	fill := slices.Clone(off[:n])
-	for i := range p.Steps {
-		for _, d := range p.Steps[i].Deps {
-			succ[fill[d]] = int32(i)
-			fill[d]++
-		}
-	}
-	succOf := func(v int32) []int32 { return succ[off[v]:off[v+1]] }
+	// The same list scheduler as Estimate's, so the run makes the choices
+	// the estimate assumed.
 	instant := make([]bool, n)
+	dur := make([]time.Duration, n)
 	for i := range p.Steps {
 		_, ended := e.ended[p.Steps[i].Key]
 		instant[i] = p.Steps[i].Kind == StepGroup || ended || !e.inScope(i)
+		dur[i] = p.Steps[i].Estimate
 	}
-	bl := make([]time.Duration, n)
-	for v := n - 1; v >= 0; v-- { // IDs are topological
-		var m time.Duration
-		for _, w := range succOf(int32(v)) {
-			m = max(m, bl[w])
-		}
-		if !instant[v] {
-			m += max(p.Steps[v].Estimate, 0)
-		}
-		bl[v] = m
-	}
-	prio := func(x, y int32) bool { return bl[x] > bl[y] || (bl[x] == bl[y] && x < y) }
-
-	host := make([]int32, n)
-	hostIdx := map[string]int32{}
-	for i := range p.Steps {
-		host[i] = -1
-		st := &p.Steps[i]
-		if st.Kind != StepGuest || st.HostID == "" || instant[i] {
-			continue
-		}
-		k := st.Target + "/" + st.HostID
-		h, ok := hostIdx[k]
-		if !ok {
-			h = int32(len(hostIdx))
-			hostIdx[k] = h
-		}
-		host[i] = h
-	}
-	type cand struct {
-		v, host int32
-		ver     uint32
-	}
-	global := &heapOf[cand]{less: func(x, y cand) bool { return prio(x.v, y.v) }}
-	hostQ := make([]*heapOf[int32], len(hostIdx))
-	for h := range hostQ {
-		hostQ[h] = &heapOf[int32]{less: prio}
-	}
-	hostRun := make([]int, len(hostIdx))
-	hostVer := make([]uint32, len(hostIdx))
-	offer := func(h int32) {
-		if hostRun[h] < e.caps.PerHost && hostQ[h].len() > 0 {
-			hostVer[h]++
-			global.push(cand{v: hostQ[h].top(), host: h, ver: hostVer[h]})
-		}
-	}
-
-	var work []int32
-	release := func() {
-		for len(work) > 0 {
-			v := work[len(work)-1]
-			work = work[:len(work)-1]
-			switch {
-			case instant[v]:
-				e.finishInstant(int(v))
-				for _, w := range succOf(v) {
-					if indeg[w]--; indeg[w] == 0 {
-						work = append(work, w)
-					}
-				}
-			case host[v] >= 0:
-				hostQ[host[v]].push(v)
-				offer(host[v])
-			default:
-				global.push(cand{v: v, host: -1})
-			}
-		}
-	}
-	for v := n - 1; v >= 0; v-- {
-		if indeg[v] == 0 {
-			work = append(work, int32(v))
-		}
-	}
-	release()
+	d := newDispatcher(p, dur, instant, e.caps.PerHost)
+	onInstant := func(v int32) { e.finishInstant(int(v)) }
+	d.start(onInstant)
 
 	results := make(chan stepDone, e.caps.Global)
 	var stopCh <-chan struct{}
@@ -565,57 +475,41 @@ func (e *executor) run() (*Report, error) {
 	running, stopping := 0, false
 	var workers sync.WaitGroup
 	for {
-		for !stopping && !e.stopped() && running < e.caps.Global && global.len() > 0 {
-			c := global.pop()
-			v := c.v
-			if c.host >= 0 {
-				if c.ver != hostVer[c.host] {
-					continue
-				}
-				v = hostQ[c.host].pop()
-				hostRun[c.host]++
+		for !stopping && !e.stopped() && running < e.caps.Global {
+			v, ok := d.next()
+			if !ok {
+				break
 			}
 			running++
 			workers.Go(func() {
 				res, aborted := e.runStep(int(v))
 				results <- stepDone{id: int(v), res: res, aborted: aborted}
 			})
-			if c.host >= 0 {
-				offer(c.host)
-			}
 		}
 		if running == 0 {
 			break
 		}
 		select {
-		case d := <-results:
+		case r := <-results:
 			// Take every result already there before starting more, so
 			// that steps ending together compete for the freed slots by
 			// priority.
 			for {
 				running--
-				if !d.aborted {
-					e.results[d.id] = d.res
-					if h := host[d.id]; h >= 0 {
-						hostRun[h]--
-						offer(h)
-					}
-					for _, w := range succOf(int32(d.id)) {
-						if indeg[w]--; indeg[w] == 0 {
-							work = append(work, w)
-						}
-					}
+				if !r.aborted {
+					e.results[r.id] = r.res
+					d.done(int32(r.id))
 				}
 				var more bool
 				select {
-				case d, more = <-results:
+				case r, more = <-results:
 				default:
 				}
 				if !more {
 					break
 				}
 			}
-			release()
+			d.release(onInstant)
 		case <-stopCh:
 			stopping, stopCh = true, nil
 			e.log.Warn("shutdown: stopped by its context (StopOnCancel): abandoning the run", "run", e.runID, "running", running)

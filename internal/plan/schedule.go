@@ -64,72 +64,19 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 	slotless := make([]bool, n)
 	for i := range p.Steps {
 		st := &p.Steps[i]
-		if st.Kind == StepGroup {
-			slotless[i] = true
-		} else {
-			dur[i] = max(st.Estimate, 0)
-		}
-		s.TotalWork += dur[i]
+		slotless[i] = st.Kind == StepGroup
+		dur[i] = max(st.Estimate, 0)
 	}
-
-	// Successors in compressed form; ignore dependencies that are not step
-	// IDs (a hand-built plan must not make this panic).
-	indeg := make([]int32, n)
-	off := make([]int32, n+1)
-	for i := range p.Steps {
-		for _, d := range p.Steps[i].Deps {
-			if d >= 0 && d < n && d != i {
-				off[d+1]++
-				indeg[i]++
-			}
-		}
-	}
+	d := newDispatcher(p, dur, slotless, caps.PerHost)
 	for i := range n {
-		off[i+1] += off[i]
-	}
-	succ := make([]int32, off[n])
-	fill := make([]int32, n)
-	copy(fill, off[:n])
-	for i := range p.Steps {
-		for _, d := range p.Steps[i].Deps {
-			if d >= 0 && d < n && d != i {
-				succ[fill[d]] = int32(i)
-				fill[d]++
-			}
-		}
-	}
-	succOf := func(v int32) []int32 { return succ[off[v]:off[v+1]] }
-
-	// Topological order (Kahn), then bottom levels in reverse.
-	topo := make([]int32, 0, n)
-	left := make([]int32, n)
-	copy(left, indeg)
-	for v := range n {
-		if left[v] == 0 {
-			topo = append(topo, int32(v))
-		}
-	}
-	for i := 0; i < len(topo); i++ {
-		for _, w := range succOf(topo[i]) {
-			if left[w]--; left[w] == 0 {
-				topo = append(topo, w)
-			}
-		}
-	}
-	bl := make([]time.Duration, n)
-	for i := len(topo) - 1; i >= 0; i-- {
-		v := topo[i]
-		var m time.Duration
-		for _, w := range succOf(v) {
-			m = max(m, bl[w])
-		}
-		bl[v] = dur[v] + m
+		s.TotalWork += d.dur[i]
 	}
 
 	// Critical path: from the step with the longest bottom level, follow
 	// the successor with the longest one.
+	bl := d.bl
 	best := int32(-1)
-	for _, v := range topo {
+	for _, v := range d.topo {
 		if best < 0 || bl[v] > bl[best] || (bl[v] == bl[best] && v < best) {
 			best = v
 		}
@@ -140,7 +87,7 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 	for v := best; v >= 0; {
 		s.CriticalPath = append(s.CriticalPath, int(v))
 		next := int32(-1)
-		for _, w := range succOf(v) {
+		for _, w := range d.succOf(v) {
 			if next < 0 || bl[w] > bl[next] || (bl[w] == bl[next] && w < next) {
 				next = w
 			}
@@ -148,32 +95,17 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 		v = next
 	}
 
-	// Hosts of guest steps, for the per-host cap and bound.
-	host := make([]int32, n)
-	hostIdx := map[string]int32{}
-	var hostKeys []string
-	var hostWork []time.Duration
-	for i := range p.Steps {
-		host[i] = -1
-		st := &p.Steps[i]
-		if st.Kind != StepGuest || st.HostID == "" {
-			continue
+	// The per-host bound.
+	hostWork := make([]time.Duration, len(d.hostKeys))
+	for i := range n {
+		if h := d.host[i]; h >= 0 {
+			hostWork[h] += d.dur[i]
 		}
-		k := st.Target + "/" + st.HostID
-		h, ok := hostIdx[k]
-		if !ok {
-			h = int32(len(hostKeys))
-			hostIdx[k] = h
-			hostKeys = append(hostKeys, k)
-			hostWork = append(hostWork, 0)
-		}
-		host[i] = h
-		hostWork[h] += dur[i]
 	}
 	s.WorkBound = ceilDiv(s.TotalWork, caps.Global)
 	for h, w := range hostWork {
 		if b := ceilDiv(w, caps.PerHost); b > s.HostBound || (b == s.HostBound && s.BusiestHost == "") {
-			s.HostBound, s.HostWork, s.BusiestHost = b, w, hostKeys[h]
+			s.HostBound, s.HostWork, s.BusiestHost = b, w, d.hostKeys[h]
 		}
 	}
 	s.LowerBound = max(s.CriticalPathLen, s.WorkBound, s.HostBound)
@@ -182,24 +114,6 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 	for i := range n {
 		s.Start[i], s.End[i], s.Lane[i] = -1, -1, -1
 	}
-	prio := func(x, y int32) bool { return bl[x] > bl[y] || (bl[x] == bl[y] && x < y) }
-	type cand struct {
-		v, host int32
-		ver     uint32
-	}
-	global := &heapOf[cand]{less: func(x, y cand) bool { return prio(x.v, y.v) }}
-	hostQ := make([]*heapOf[int32], len(hostKeys))
-	for h := range hostQ {
-		hostQ[h] = &heapOf[int32]{less: prio}
-	}
-	hostRun := make([]int, len(hostKeys))
-	hostVer := make([]uint32, len(hostKeys))
-	offer := func(h int32) {
-		if hostRun[h] < caps.PerHost && hostQ[h].len() > 0 {
-			hostVer[h]++
-			global.push(cand{v: hostQ[h].top(), host: h, ver: hostVer[h]})
-		}
-	}
 	lanes := &heapOf[int]{less: func(x, y int) bool { return x < y }}
 	for l := range min(caps.Global, n) {
 		lanes.push(l)
@@ -207,52 +121,18 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 	running := &heapOf[int32]{less: func(x, y int32) bool {
 		return s.End[x] < s.End[y] || (s.End[x] == s.End[y] && x < y)
 	}}
-
 	var now time.Duration
-	var work []int32 // steps whose dependencies are all done
-	release := func() {
-		for len(work) > 0 {
-			v := work[len(work)-1]
-			work = work[:len(work)-1]
-			switch {
-			case slotless[v]:
-				s.Start[v], s.End[v] = now, now
-				for _, w := range succOf(v) {
-					if indeg[w]--; indeg[w] == 0 {
-						work = append(work, w)
-					}
-				}
-			case host[v] >= 0:
-				hostQ[host[v]].push(v)
-				offer(host[v])
-			default:
-				global.push(cand{v: v, host: -1})
-			}
-		}
-	}
-	for v := n - 1; v >= 0; v-- {
-		if indeg[v] == 0 {
-			work = append(work, int32(v))
-		}
-	}
-	release()
+	instant := func(v int32) { s.Start[v], s.End[v] = now, now }
+	d.start(instant)
 	for {
-		for lanes.len() > 0 && global.len() > 0 {
-			c := global.pop()
-			v := c.v
-			if c.host >= 0 {
-				if c.ver != hostVer[c.host] {
-					continue
-				}
-				v = hostQ[c.host].pop()
-				hostRun[c.host]++
+		for lanes.len() > 0 {
+			v, ok := d.next()
+			if !ok {
+				break
 			}
 			s.Lane[v] = lanes.pop()
-			s.Start[v], s.End[v] = now, now+dur[v]
+			s.Start[v], s.End[v] = now, now+d.dur[v]
 			running.push(v)
-			if c.host >= 0 {
-				offer(c.host)
-			}
 		}
 		if running.len() == 0 {
 			break
@@ -261,17 +141,9 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 		for running.len() > 0 && s.End[running.top()] == now {
 			v := running.pop()
 			lanes.push(s.Lane[v])
-			if h := host[v]; h >= 0 {
-				hostRun[h]--
-				offer(h)
-			}
-			for _, w := range succOf(v) {
-				if indeg[w]--; indeg[w] == 0 {
-					work = append(work, w)
-				}
-			}
+			d.done(v)
 		}
-		release()
+		d.release(instant)
 	}
 	for i := range n {
 		s.Makespan = max(s.Makespan, s.End[i])

@@ -121,9 +121,10 @@ func (p *Provider) powerTask(ctx context.Context, op, id string,
 	})
 }
 
-// WaitGuest implements provider.Provider by polling runtime.powerState every
-// PollInterval. Each poll goes through the re-login logic, so a wait that
-// spans a session loss survives it.
+// WaitGuest implements provider.Provider: it reads the state at once, then
+// after every round of the batched poller (poller.go), reading directly
+// when a round could not read this guest. Direct reads go through the
+// re-login logic, so a wait that spans a session loss survives it.
 func (p *Provider) WaitGuest(ctx context.Context, id string, want provider.PowerState) error {
 	const op = "WaitGuest"
 	switch want {
@@ -131,28 +132,34 @@ func (p *Provider) WaitGuest(ctx context.Context, id string, want provider.Power
 	default:
 		return provider.NewError(op, id, provider.Permanent, fmt.Sprintf("cannot wait for power state %q", want))
 	}
-	t := time.NewTicker(p.cfg.PollInterval)
-	defer t.Stop()
-	for {
+	p.startPoller()
+	defer p.poll.add(id)()
+	read := func() (provider.PowerState, error) {
 		var got provider.PowerState
 		err := p.do(ctx, op, id, func(ctx context.Context) error {
 			vm, err := p.vm(ctx, id, []string{"runtime.powerState"})
 			got = vm.guest.Power
 			return err
 		})
-		if err != nil {
-			return err
-		}
-		if got == want {
-			return nil
-		}
+		return got, err
+	}
+	got, err := read()
+	for err == nil && got != want {
+		round := p.poll.next()
 		select {
 		case <-ctx.Done():
 			return &provider.Error{Op: op, Target: id, Class: provider.Transient,
 				Err: fmt.Errorf("guest still %s: %w", got, ctx.Err())}
-		case <-t.C:
+		case <-round:
+		}
+		st, ok := p.poll.result(id)
+		if ok {
+			got = st
+		} else {
+			got, err = read()
 		}
 	}
+	return err
 }
 
 // waitTask polls a task until it ends, backing off from 10 ms to

@@ -60,8 +60,9 @@ type Config struct {
 	// KeepAlive is the interval of the background keep-alive call that
 	// also re-logs in when the session has expired. Default 5 minutes.
 	KeepAlive time.Duration
-	// PollInterval is how often WaitGuest and task waits re-read state.
-	// Default 250 ms.
+	// PollInterval is how often the guests being waited for are read (in
+	// one call for all of them) and the longest pause between task polls.
+	// Default 100 ms.
 	PollInterval time.Duration
 	// Logger receives the provider's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -69,7 +70,7 @@ type Config struct {
 
 const (
 	defaultKeepAlive    = 5 * time.Minute
-	defaultPollInterval = 250 * time.Millisecond
+	defaultPollInterval = 100 * time.Millisecond
 	// keepAliveTimeout bounds one keep-alive call.
 	keepAliveTimeout = 30 * time.Second
 	// logoutTimeout bounds the logout in Close.
@@ -92,6 +93,12 @@ type Provider struct {
 
 	loginMu sync.Mutex
 	gen     atomic.Uint64 // incremented by every successful login
+
+	// poll reads the power state of waited-for guests in batches
+	// (poller.go).
+	poll     powerPoller
+	pollOnce sync.Once
+	bg       context.Context // ends when the provider closes
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -160,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 
 	bg, stop := context.WithCancel(context.Background())
-	p.stop = stop
+	p.bg, p.stop = bg, stop
 	p.wg.Add(1)
 	go p.keepAlive(bg)
 	return p, nil
