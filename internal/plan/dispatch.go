@@ -115,7 +115,7 @@ func newDispatcher(p *Plan, dur []time.Duration, instant []bool, perHost int) *d
 	for i := range p.Steps {
 		d.host[i] = -1
 		st := &p.Steps[i]
-		if st.Kind != StepGuest || st.HostID == "" || instant[i] {
+		if (st.Kind != StepGuest && st.Kind != StepGuestStart) || st.HostID == "" || instant[i] {
 			continue
 		}
 		k := st.Target + "/" + st.HostID

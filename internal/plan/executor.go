@@ -62,6 +62,11 @@ type ExecOptions struct {
 	// provider calls, nothing more is written to the journal (no step-end,
 	// no run-done). For tests and crash drills; the daemon leaves it false.
 	StopOnCancel bool
+	// Kind is the run's kind in the journal: RunShutdown (default),
+	// RunShed; RunDrill is implied by Only.
+	Kind string
+
+	restore *RestoreHooks // set by Restore
 }
 
 // EventType names an Event.
@@ -96,6 +101,8 @@ const (
 	OutcomeFailed Outcome = "failed"
 	// OutcomeSkipped: left as it is (Skip, no hook runner, not in a drill).
 	OutcomeSkipped Outcome = "skipped"
+	// OutcomeAlreadyOn: a restore found the guest or host on.
+	OutcomeAlreadyOn Outcome = "already-on"
 )
 
 // Event is one thing that happened during a run, for observers (logs, the
@@ -266,7 +273,13 @@ func Execute(ctx context.Context, p *Plan, targets Targets, opts ExecOptions) (*
 		only[g] = true
 	}
 
-	e := &executor{p: p, targets: targets, opts: opts, only: only, dry: opts.DryRun}
+	e := &executor{p: p, targets: targets, opts: opts, only: only, dry: opts.DryRun, name: "shutdown"}
+	if opts.restore != nil {
+		e.name = "restore"
+	}
+	if e.opts.Kind == RunShutdown && len(only) > 0 {
+		e.opts.Kind = RunDrill
+	}
 	e.caps = opts.Caps
 	if e.caps == (Caps{}) {
 		e.caps = p.Caps
@@ -299,6 +312,7 @@ func Execute(ctx context.Context, p *Plan, targets Targets, opts ExecOptions) (*
 }
 
 type executor struct {
+	name     string // "shutdown" or "restore", for logs
 	p        *Plan
 	targets  Targets
 	opts     ExecOptions
@@ -407,7 +421,7 @@ func (e *executor) prepare() {
 	}
 	slices.Sort(only)
 
-	if j := e.opts.Journal; j != nil && !e.dry {
+	if j := e.opts.Journal; j != nil && !e.dry && e.opts.restore == nil {
 		if rs, ok := j.Pending(); ok {
 			pend := slices.Clone(rs.Only)
 			slices.Sort(pend)
@@ -425,19 +439,25 @@ func (e *executor) prepare() {
 					}
 				}
 				e.missing = missing
-				e.log.Warn("shutdown: resuming the run sundown did not finish", "run", rs.ID,
+				e.log.Warn(e.name+": resuming the run sundown did not finish", "run", rs.ID,
 					"started", rs.Started, "ended_steps", len(rs.Ended), "in_flight", len(rs.InFlight), "missing", len(missing))
 				for _, k := range missing {
-					e.log.Warn("shutdown: a step of the resumed run is not in the plan any more", "run", rs.ID, "key", k)
+					e.log.Warn(e.name+": a step of the resumed run is not in the plan any more", "run", rs.ID, "key", k)
 				}
 				e.journal(&record{Type: recRunResume, Keys: keys, Only: only})
 				return
 			}
-			e.log.Warn("shutdown: a pending run of another kind, or of other steps, is left as it is", "run", rs.ID, "only", rs.Only)
+			e.log.Warn(e.name+": a pending run of another kind, or of other steps, is left as it is", "run", rs.ID, "only", rs.Only)
 		}
 	}
 	e.runID = newRunID(e.start)
-	e.journal(&record{Type: recRunStart, Keys: keys, Only: only})
+	start := &record{Type: recRunStart, Keys: keys, Only: only, RunKind: e.opts.Kind}
+	if h := e.opts.restore; h != nil {
+		start.Of = h.Of
+	} else {
+		start.Steps = e.p.Snapshot()
+	}
+	e.journal(start)
 }
 
 type stepDone struct {
@@ -450,7 +470,7 @@ func (e *executor) run() (*Report, error) {
 	e.prepare()
 	p := e.p
 	n := len(p.Steps)
-	e.log.Info("shutdown: run started", "run", e.runID, "steps", n, "resumed", e.resumed, "dry_run", e.dry,
+	e.log.Info(e.name+": run started", "run", e.runID, "steps", n, "resumed", e.resumed, "dry_run", e.dry,
 		"only", e.opts.Only, "global_cap", e.caps.Global, "per_host_cap", e.caps.PerHost)
 	e.emit(Event{Type: EventRunStart, Step: -1, Resumed: e.resumed})
 
@@ -460,7 +480,7 @@ func (e *executor) run() (*Report, error) {
 	dur := make([]time.Duration, n)
 	for i := range p.Steps {
 		_, ended := e.ended[p.Steps[i].Key]
-		instant[i] = p.Steps[i].Kind == StepGroup || ended || !e.inScope(i)
+		instant[i] = p.Steps[i].Kind == StepGroup || p.Steps[i].NoOp || ended || !e.inScope(i)
 		dur[i] = p.Steps[i].Estimate
 	}
 	d := newDispatcher(p, dur, instant, e.caps.PerHost)
@@ -512,7 +532,7 @@ func (e *executor) run() (*Report, error) {
 			d.release(onInstant)
 		case <-stopCh:
 			stopping, stopCh = true, nil
-			e.log.Warn("shutdown: stopped by its context (StopOnCancel): abandoning the run", "run", e.runID, "running", running)
+			e.log.Warn(e.name+": stopped by its context (StopOnCancel): abandoning the run", "run", e.runID, "running", running)
 		}
 	}
 	workers.Wait()
@@ -536,7 +556,7 @@ func (e *executor) run() (*Report, error) {
 	}
 	if !stopping {
 		e.emit(Event{Type: EventRunDone, Step: -1, Elapsed: rep.Ended.Sub(e.start), Resumed: e.resumed})
-		e.log.Info("shutdown: run done", "run", e.runID, "seconds", rep.Ended.Sub(e.start).Seconds(),
+		e.log.Info(e.name+": run done", "run", e.runID, "seconds", rep.Ended.Sub(e.start).Seconds(),
 			"steps", n, "failed", nFailed, "dry_run", e.dry)
 	}
 	rep.StrayHooks = e.waitHooks()
@@ -570,6 +590,8 @@ func (e *executor) finishInstant(i int) {
 	case st.Kind == StepGroup:
 		r.Outcome = OutcomeDone
 		e.emit(Event{Type: EventStepDone, Step: i, Key: st.Key, Name: st.Name, Group: st.Group, Kind: st.Kind, Outcome: OutcomeDone})
+	case st.NoOp:
+		r.Outcome, r.Note = OutcomeSkipped, st.Note
 	default:
 		r.Outcome, r.Note = OutcomeSkipped, "not in the drill"
 	}
@@ -597,7 +619,7 @@ func (e *executor) waitHooks() []string {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	e.log.Error("shutdown: hooks ignored their deadline and still run", "hooks", names)
+	e.log.Error(e.name+": hooks ignored their deadline and still run", "hooks", names)
 	return names
 }
 
@@ -647,10 +669,18 @@ func (e *executor) runStep(id int) (StepResult, bool) {
 	r.res = StepResult{Step: id, Key: st.Key, Name: st.Name, Kind: st.Kind, Start: r.start, Resumed: r.rs != nil}
 	e.journal(&record{Type: recStepStart, Key: st.Key, Resumed: r.rs != nil})
 	e.emit(r.event(EventStepStart))
-	e.log.Debug("shutdown: step started", "run", e.runID, "key", st.Key, "resumed", r.rs != nil)
+	e.log.Debug(e.name+": step started", "run", e.runID, "key", st.Key, "resumed", r.rs != nil)
 
 	prov := e.targets[st.Target]
 	switch {
+	case e.opts.restore != nil && e.dry:
+		r.set(OutcomeDone, ActionUnset, "would "+restoreVerb[st.Kind], nil)
+	case st.Kind == StepHostWake:
+		r.hostOn()
+	case st.Kind == StepHostExitMaintenance:
+		r.exitMaintenance()
+	case st.Kind == StepGuestStart:
+		r.guestOn()
 	case st.Kind == StepHook:
 		r.hook()
 	case prov == nil:
@@ -694,9 +724,9 @@ func (e *executor) runStep(id int) (StepResult, bool) {
 		attrs = append(attrs, "err", r.res.Err)
 	}
 	if r.res.Outcome == OutcomeFailed {
-		e.log.Error("shutdown: step failed", attrs...)
+		e.log.Error(e.name+": step failed", attrs...)
 	} else {
-		e.log.Info("shutdown: step done", attrs...)
+		e.log.Info(e.name+": step done", attrs...)
 	}
 	return r.res, false
 }
@@ -746,7 +776,7 @@ func (r *stepRun) retry(deadline time.Time, what string, op func(context.Context
 		if wait == e.retryMin {
 			level = slog.LevelWarn // the first retry of this call
 		}
-		e.log.Log(context.Background(), level, "shutdown: retrying", "run", e.runID, "key", r.st.Key, "op", what, "err", err,
+		e.log.Log(context.Background(), level, e.name+": retrying", "run", e.runID, "key", r.st.Key, "op", what, "err", err,
 			"retry_in_seconds", min(wait, left).Seconds())
 		if wait >= left {
 			if !e.sleep(left) {
@@ -882,7 +912,7 @@ func (r *stepRun) guest(prov provider.Provider) {
 			ev.Type = EventEscalate
 			ev.Action = chain[i+1].Kind
 			e.emit(ev)
-			e.log.Warn("shutdown: escalating", "run", e.runID, "key", st.Key, "name", st.Name,
+			e.log.Warn(e.name+": escalating", "run", e.runID, "key", st.Key, "name", st.Name,
 				"from", a.Kind.String(), "to", chain[i+1].Kind.String(), "err", err)
 		}
 	}
@@ -1009,7 +1039,7 @@ func (r *stepRun) hostShutdown(prov provider.Provider) {
 		}
 		if err != nil && !force && provider.ClassOf(err) == provider.Permanent && time.Now().Before(deadline) {
 			r.addErr("host shutdown", err)
-			e.log.Warn("shutdown: host refused an unforced shutdown, forcing", "run", e.runID, "key", st.Key, "err", err)
+			e.log.Warn(e.name+": host refused an unforced shutdown, forcing", "run", e.runID, "key", st.Key, "err", err)
 			force = true
 			continue
 		}

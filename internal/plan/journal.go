@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -24,8 +25,11 @@ import (
 //
 //	{"t":"2026-03-01T10:00:00.123456789Z","run":"20260301T100000Z-8f3a","type":"step-start","key":"guest:vc/vm-42"}
 //
-// with "type" one of run-start (with "keys", the plan's step keys, and
-// "only" for a drill), run-resume (a restarted sundown continues the run;
+// with "type" one of run-start (with "keys", the plan's step keys, "only"
+// for a drill, "kind" — "" for a shutdown, "shed" for a load-shedding
+// stage, "drill", or "restore" with "of", the run it undoes — and, for the
+// runs a restore may undo, "steps", the plan itself: what a restore needs
+// when the inventory is gone with the hosts), run-resume (a restarted sundown continues the run;
 // "keys" replaces the run's keys), step-start, action-start ("action" and
 // "index" in the guest's chain, or "maintenance", "host-shutdown" with
 // "force", "hook"), action-sent (a graceful shutdown request was accepted:
@@ -52,6 +56,7 @@ type Journal struct {
 	closed  bool
 	runs    map[string]*runState // runs without run-done
 	order   []string             // run IDs in order of run-start
+	last    *FinishedRun         // the last finished run other than a restore
 	hist    map[string][]time.Duration
 	skipped int
 
@@ -85,20 +90,71 @@ const (
 
 // record is one line of the journal.
 type record struct {
-	T       time.Time `json:"t"`
-	Run     string    `json:"run"`
-	Type    string    `json:"type"`
-	Key     string    `json:"key,omitempty"`
-	Keys    []string  `json:"keys,omitempty"`
-	Only    []string  `json:"only,omitempty"`
-	Action  string    `json:"action,omitempty"`
-	Index   int       `json:"index,omitempty"`
-	Force   bool      `json:"force,omitempty"`
-	Outcome Outcome   `json:"outcome,omitempty"`
-	Err     string    `json:"err,omitempty"`
-	Elapsed float64   `json:"elapsed,omitempty"` // seconds
-	Resumed bool      `json:"resumed,omitempty"`
-	Note    string    `json:"note,omitempty"`
+	T       time.Time  `json:"t"`
+	Run     string     `json:"run"`
+	Type    string     `json:"type"`
+	Key     string     `json:"key,omitempty"`
+	Keys    []string   `json:"keys,omitempty"`
+	Only    []string   `json:"only,omitempty"`
+	Action  string     `json:"action,omitempty"`
+	Index   int        `json:"index,omitempty"`
+	Force   bool       `json:"force,omitempty"`
+	Outcome Outcome    `json:"outcome,omitempty"`
+	Err     string     `json:"err,omitempty"`
+	Elapsed float64    `json:"elapsed,omitempty"` // seconds
+	Resumed bool       `json:"resumed,omitempty"`
+	Note    string     `json:"note,omitempty"`
+	RunKind string     `json:"kind,omitempty"`
+	Of      string     `json:"of,omitempty"`
+	Steps   []SnapStep `json:"steps,omitempty"`
+}
+
+// Run kinds, as the journal records them.
+const (
+	RunShutdown = ""        // the shutdown of the site
+	RunShed     = "shed"    // a load-shedding stage
+	RunDrill    = "drill"   // a rehearsal on some groups
+	RunRestore  = "restore" // bringing back what a run turned off
+)
+
+// SnapStep is one step of a shutdown plan as the journal keeps it, so that
+// a restore can reverse the plan after sundown restarted.
+type SnapStep struct {
+	Key      string `json:"key"`
+	Kind     string `json:"kind"`
+	Name     string `json:"name,omitempty"`
+	Group    string `json:"group,omitempty"`
+	Target   string `json:"target,omitempty"`
+	HostID   string `json:"host,omitempty"`
+	HostName string `json:"host_name,omitempty"`
+	GuestID  string `json:"guest,omitempty"`
+	Deps     []int  `json:"deps,omitempty"`
+	Note     string `json:"note,omitempty"`
+}
+
+// Snapshot returns the plan's steps in the journal's form.
+func (p *Plan) Snapshot() []SnapStep {
+	out := make([]SnapStep, len(p.Steps))
+	for i, st := range p.Steps {
+		out[i] = SnapStep{Key: st.Key, Kind: st.Kind.String(), Name: st.Name, Group: st.Group, Target: st.Target,
+			HostID: st.HostID, HostName: st.HostName, GuestID: st.GuestID, Deps: st.Deps, Note: st.Note}
+	}
+	return out
+}
+
+// FinishedRun is a run that ended (run-done), as the journal knows it.
+type FinishedRun struct {
+	ID      string
+	Kind    string // RunShutdown, RunShed or RunDrill
+	Only    []string
+	Started time.Time
+	Ended   time.Time
+	// Steps is the plan the run executed (nil for a run written by an
+	// older sundown); Outcomes the steps that ended, by key.
+	Steps    []SnapStep
+	Outcomes map[string]StepState
+	// Restored: a restore of this run ran to its end.
+	Restored bool
 }
 
 // StepState is what the journal knows of one step of a run.
@@ -140,6 +196,9 @@ type runState struct {
 	started  time.Time
 	keys     []string
 	only     []string
+	kind     string
+	of       string
+	steps    []SnapStep
 	ended    map[string]StepState
 	inflight map[string]StepState
 }
@@ -265,8 +324,8 @@ func (j *Journal) apply(r *record) {
 		if _, dup := j.runs[r.Run]; !dup {
 			j.order = append(j.order, r.Run)
 		}
-		j.runs[r.Run] = &runState{id: r.Run, started: r.T, keys: r.Keys, only: r.Only,
-			ended: map[string]StepState{}, inflight: map[string]StepState{}}
+		j.runs[r.Run] = &runState{id: r.Run, started: r.T, keys: r.Keys, only: r.Only, kind: r.RunKind, of: r.Of,
+			steps: r.Steps, ended: map[string]StepState{}, inflight: map[string]StepState{}}
 		return
 	}
 	run := j.runs[r.Run]
@@ -310,6 +369,16 @@ func (j *Journal) apply(r *record) {
 			j.hist[r.Key] = h
 		}
 	case recRunDone:
+		switch {
+		case run.kind == RunRestore:
+			if j.last != nil && j.last.ID == run.of && !strings.HasPrefix(r.Note, "abandoned") {
+				j.last.Restored = true
+			}
+		case strings.HasPrefix(r.Note, "abandoned"):
+		default:
+			j.last = &FinishedRun{ID: run.id, Kind: run.kind, Only: run.only, Started: run.started, Ended: r.T,
+				Steps: run.steps, Outcomes: run.ended}
+		}
 		delete(j.runs, r.Run)
 		if i := slices.Index(j.order, r.Run); i >= 0 {
 			j.order = slices.Delete(j.order, i, i+1)
@@ -318,14 +387,21 @@ func (j *Journal) apply(r *record) {
 }
 
 // Pending returns the last run that has no run-done record, if any: a
-// shutdown sundown did not finish (it crashed or was killed).
+// shutdown (or shed stage, or drill) sundown did not finish (it crashed or
+// was killed). An unfinished restore is not pending: a restore is planned
+// afresh from the run it undoes, and powering on twice is harmless.
 func (j *Journal) Pending() (RunState, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if len(j.order) == 0 {
+	var r *runState
+	for i := len(j.order) - 1; i >= 0 && r == nil; i-- {
+		if c := j.runs[j.order[i]]; c.kind != RunRestore {
+			r = c
+		}
+	}
+	if r == nil {
 		return RunState{}, false
 	}
-	r := j.runs[j.order[len(j.order)-1]]
 	rs := RunState{
 		ID: r.id, Started: r.started, Keys: slices.Clone(r.keys), Only: slices.Clone(r.only),
 		Ended: make(map[string]StepState, len(r.ended)), InFlight: make(map[string]StepState, len(r.inflight)),
@@ -337,6 +413,35 @@ func (j *Journal) Pending() (RunState, bool) {
 		rs.InFlight[k] = v
 	}
 	return rs, true
+}
+
+// LastRun returns the last run other than a restore that ran to its end
+// (abandoned runs do not count), and whether a restore of it finished.
+func (j *Journal) LastRun() (FinishedRun, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.last == nil {
+		return FinishedRun{}, false
+	}
+	f := *j.last
+	f.Only = slices.Clone(f.Only)
+	f.Steps = slices.Clone(f.Steps)
+	f.Outcomes = make(map[string]StepState, len(j.last.Outcomes))
+	for k, v := range j.last.Outcomes {
+		f.Outcomes[k] = v
+	}
+	return f, true
+}
+
+// ReadLastRun reads the journal at path without opening it for writing and
+// returns its LastRun.
+func ReadLastRun(path string) (FinishedRun, bool, error) {
+	j, err := readOnly(path)
+	if err != nil {
+		return FinishedRun{}, false, err
+	}
+	f, ok := j.LastRun()
+	return f, ok, nil
 }
 
 // History returns learned durations by step key, for Spec.History: the

@@ -281,12 +281,24 @@ const (
 	StepHostMaintenance
 	// StepHostShutdown shuts a host down.
 	StepHostShutdown
+
+	// The restore's kinds (RestorePlan): each undoes one kind above.
+
+	// StepHostWake powers a host on (Wake-on-LAN, IPMI, or waiting for it
+	// to boot by itself) and waits until its hypervisor answers.
+	StepHostWake
+	// StepHostExitMaintenance takes a host out of maintenance mode.
+	StepHostExitMaintenance
+	// StepGuestStart powers a guest on and waits until it is ready.
+	StepGuestStart
 )
 
-var stepKindNames = [...]string{StepHook: "hook", StepGuest: "guest", StepGroup: "group", StepHostMaintenance: "host-maint", StepHostShutdown: "host-off"}
+var stepKindNames = [...]string{StepHook: "hook", StepGuest: "guest", StepGroup: "group", StepHostMaintenance: "host-maint",
+	StepHostShutdown: "host-off", StepHostWake: "host-on", StepHostExitMaintenance: "host-exit-maint", StepGuestStart: "guest-on"}
 
-// String returns "hook", "guest", "group", "host-maint" or "host-off"; it is
-// also the prefix of the step's Key.
+// String returns "hook", "guest", "group", "host-maint", "host-off",
+// "host-on", "host-exit-maint" or "guest-on"; it is also the prefix of the
+// step's Key.
 func (k StepKind) String() string {
 	if k > 0 && int(k) < len(stepKindNames) {
 		return stepKindNames[k]
@@ -333,8 +345,12 @@ type Step struct {
 	Learned  bool
 	// Note explains a special case: "already off", "already in maintenance",
 	// "already suspended", "suspended", "skip: left as it is", "carries
-	// sundown: last", "host unknown".
+	// sundown: last", "host unknown"; in a restore, why a step has nothing
+	// to do.
 	Note string
+	// NoOp marks a restore step with nothing to do (the shutdown did not
+	// turn this off; see Note): it completes at once, like a group marker.
+	NoOp bool
 }
 
 // GroupInfo describes one group as planned.

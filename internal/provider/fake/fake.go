@@ -669,8 +669,39 @@ func (p *Provider) PowerOnGuest(ctx context.Context, id string) error {
 	if g == nil {
 		return c.endLocked(notFound(OpPowerOnGuest, id))
 	}
+	if h := p.hosts[g.spec.HostID]; h != nil && h.power == provider.PowerOff {
+		return c.endLocked(provider.NewError(OpPowerOnGuest, id, provider.Unreachable, "its host "+h.spec.Name+" is off"))
+	}
 	g.setPower(provider.PowerOn)
 	return c.endLocked(nil)
+}
+
+// BootHost powers a host that is off on after delay, as Wake-on-LAN, IPMI
+// or the BIOS's "restore on AC power" would (the test's side of a wake).
+// Its guests stay off. It reports whether the host was off.
+func (p *Provider) BootHost(hostID string, delay time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hosts[hostID]
+	if h == nil || h.power != provider.PowerOff {
+		return false
+	}
+	on := func() {
+		if h.power == provider.PowerOff && !p.closed {
+			h.power = provider.PowerOn
+			h.wake()
+		}
+	}
+	if delay <= 0 {
+		on()
+		return true
+	}
+	time.AfterFunc(delay, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		on()
+	})
+	return true
 }
 
 // WaitGuest implements provider.Provider.
