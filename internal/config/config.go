@@ -28,6 +28,11 @@ type Config struct {
 	UPS      []UPS    `yaml:"ups"`
 	Targets  []Target `yaml:"targets"`
 	Shutdown Shutdown `yaml:"shutdown"`
+	// Shed are the load-shedding stages, Restore the way back.
+	Shed    []ShedStage `yaml:"shed"`
+	Restore Restore     `yaml:"restore"`
+	API     API         `yaml:"api"`
+	Notify  Notify      `yaml:"notify"`
 }
 
 // Log configures sundown's own logging.
@@ -67,6 +72,7 @@ type UPS struct {
 	Name    string   `yaml:"name"`
 	NUT     *NUT     `yaml:"nut"`
 	Apcupsd *Apcupsd `yaml:"apcupsd"`
+	Trigger *Trigger `yaml:"trigger"`
 	// PowerValue is how many of this site's supplies the UPS feeds. Default
 	// 1; 0 monitors without counting it.
 	PowerValue *int `yaml:"power_value"`
@@ -169,8 +175,10 @@ func Parse(name string, data []byte, getenv func(string) string) (*Config, error
 	// what is missing or inconsistent, so one run lists everything.
 	c.applyDefaults()
 	c.applyShutdownDefaults()
+	c.applyOperateDefaults()
 	c.validate(&ps, getenv)
 	c.validateShutdown(&ps, getenv)
+	c.validateOperate(&ps, getenv)
 	if len(ps.list) > 0 {
 		return nil, &Error{File: name, Problems: ps.list}
 	}
@@ -254,11 +262,11 @@ func (c *Config) validate(ps *problems, getenv func(string) string) {
 		} else {
 			names[u.Name] = i
 		}
-		switch {
-		case u.NUT == nil && u.Apcupsd == nil:
-			ps.add(path, 0, "say where to read this UPS: add nut: or apcupsd:")
-		case u.NUT != nil && u.Apcupsd != nil:
-			ps.add(path, 0, "give nut: or apcupsd:, not both")
+		switch sources := countSet(u.NUT != nil, u.Apcupsd != nil, u.Trigger != nil); {
+		case sources == 0:
+			ps.add(path, 0, "say where to read this UPS: add nut:, apcupsd: or trigger:")
+		case sources > 1:
+			ps.add(path, 0, "give one of nut:, apcupsd:, trigger:")
 		}
 		if *u.PowerValue < 0 {
 			ps.add(path+".power_value", 0, "must not be negative")
@@ -406,3 +414,13 @@ func setDur(d *Duration, def time.Duration) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func countSet(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}

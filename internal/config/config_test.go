@@ -66,10 +66,8 @@ func TestExamplesLoad(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Files under /etc/sundown/ are created in a temp dir.
+			data := stageExample(t, f)
 			c, err := Parse(f, data, func(string) string { return "from-env" })
 			if err != nil {
 				t.Fatalf("example does not load:\n%v", err)

@@ -23,6 +23,9 @@ type Target struct {
 	// Hosts says what happens to this target's hypervisor hosts once their
 	// guests are down.
 	Hosts HostSteps `yaml:"hosts"`
+	// Wake says how the restore powers its hosts on; hosts without an
+	// entry are waited for (they boot on AC power).
+	Wake []Wake `yaml:"wake"`
 }
 
 // VSphere is a vCenter Server or a standalone ESXi host, driven by its API.
@@ -129,6 +132,12 @@ type Group struct {
 	// DependsOn names groups or guests this group needs: with systemd's
 	// meaning, this group stops before them (and starts after them).
 	DependsOn []string `yaml:"depends_on"`
+	// Ready says when a restored guest of the group is up; its dependents
+	// wait for it. Empty: once it is powered on.
+	Ready *Ready `yaml:"ready"`
+	// RestoreTimeout bounds powering a guest of the group on until ready
+	// (default restore.guest_timeout).
+	RestoreTimeout Duration `yaml:"restore_timeout"`
 }
 
 // Selector matches guests; every given criterion must hold.
@@ -145,6 +154,7 @@ type GuestRule struct {
 	Action    []string `yaml:"action"`
 	DependsOn []string `yaml:"depends_on"`
 	Exclude   bool     `yaml:"exclude"`
+	Ready     *Ready   `yaml:"ready"` // replaces the group's
 }
 
 // Hook runs before the guests of some groups stop (or at the very start).

@@ -48,17 +48,17 @@ import (
 type Journal struct {
 	path string
 
-	mu      sync.Mutex // guards the fields below and the file offset
-	f       journalFile
-	size    int64
-	seq     int64 // records written
-	err     error // sticky write error: nothing is written after it
-	closed  bool
-	runs    map[string]*runState // runs without run-done
-	order   []string             // run IDs in order of run-start
-	last    *FinishedRun         // the last finished run other than a restore
-	hist    map[string][]time.Duration
-	skipped int
+	mu         sync.Mutex // guards the fields below and the file offset
+	f          journalFile
+	size       int64
+	seq        int64 // records written
+	err        error // sticky write error: nothing is written after it
+	closed     bool
+	runs       map[string]*runState // runs without run-done
+	order      []string             // run IDs in order of run-start
+	unrestored []*FinishedRun       // finished runs since the last full restore, oldest first
+	hist       map[string][]time.Duration
+	skipped    int
 
 	syncMu sync.Mutex // serialises fsyncs
 	synced int64      // guarded by syncMu: records known to be on disk
@@ -153,8 +153,6 @@ type FinishedRun struct {
 	// older sundown); Outcomes the steps that ended, by key.
 	Steps    []SnapStep
 	Outcomes map[string]StepState
-	// Restored: a restore of this run ran to its end.
-	Restored bool
 }
 
 // StepState is what the journal knows of one step of a run.
@@ -370,14 +368,17 @@ func (j *Journal) apply(r *record) {
 		}
 	case recRunDone:
 		switch {
-		case run.kind == RunRestore:
-			if j.last != nil && j.last.ID == run.of && !strings.HasPrefix(r.Note, "abandoned") {
-				j.last.Restored = true
-			}
 		case strings.HasPrefix(r.Note, "abandoned"):
+		case run.kind == RunRestore:
+			if len(run.only) == 0 {
+				j.unrestored = nil // everything is back
+			}
 		default:
-			j.last = &FinishedRun{ID: run.id, Kind: run.kind, Only: run.only, Started: run.started, Ended: r.T,
-				Steps: run.steps, Outcomes: run.ended}
+			j.unrestored = append(j.unrestored, &FinishedRun{ID: run.id, Kind: run.kind, Only: run.only, Started: run.started,
+				Ended: r.T, Steps: run.steps, Outcomes: run.ended})
+			if len(j.unrestored) > maxUnrestored {
+				j.unrestored = j.unrestored[len(j.unrestored)-maxUnrestored:]
+			}
 		}
 		delete(j.runs, r.Run)
 		if i := slices.Index(j.order, r.Run); i >= 0 {
@@ -415,33 +416,70 @@ func (j *Journal) Pending() (RunState, bool) {
 	return rs, true
 }
 
-// LastRun returns the last run other than a restore that ran to its end
-// (abandoned runs do not count), and whether a restore of it finished.
-func (j *Journal) LastRun() (FinishedRun, bool) {
+// maxUnrestored bounds how many finished runs the journal remembers for
+// the next restore.
+const maxUnrestored = 16
+
+// Unrestored returns the runs (shutdowns, shed stages, drills) that ended
+// since the last restore of everything ended, oldest first (abandoned runs
+// do not count): what the next restore brings back.
+func (j *Journal) Unrestored() []FinishedRun {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.last == nil {
-		return FinishedRun{}, false
+	out := make([]FinishedRun, len(j.unrestored))
+	for i, r := range j.unrestored {
+		f := *r
+		f.Only = slices.Clone(f.Only)
+		f.Steps = slices.Clone(f.Steps)
+		f.Outcomes = make(map[string]StepState, len(r.Outcomes))
+		for k, v := range r.Outcomes {
+			f.Outcomes[k] = v
+		}
+		out[i] = f
 	}
-	f := *j.last
-	f.Only = slices.Clone(f.Only)
-	f.Steps = slices.Clone(f.Steps)
-	f.Outcomes = make(map[string]StepState, len(j.last.Outcomes))
-	for k, v := range j.last.Outcomes {
-		f.Outcomes[k] = v
-	}
-	return f, true
+	return out
 }
 
-// ReadLastRun reads the journal at path without opening it for writing and
-// returns its LastRun.
-func ReadLastRun(path string) (FinishedRun, bool, error) {
+// ReadUnrestored reads the journal at path without opening it for writing
+// and returns its Unrestored runs.
+func ReadUnrestored(path string) ([]FinishedRun, error) {
 	j, err := readOnly(path)
 	if err != nil {
-		return FinishedRun{}, false, err
+		return nil, err
 	}
-	f, ok := j.LastRun()
-	return f, ok, nil
+	return j.Unrestored(), nil
+}
+
+// MergeRuns folds finished runs into one for RestorePlan: the plan of the
+// newest run that has one (the widest, usually the full shutdown), and per
+// step the outcome that says sundown turned it off, if any run did (a shed
+// stage stops a guest that the full shutdown then finds already off: it
+// must come back). ok is false when no run has a plan.
+func MergeRuns(runs []FinishedRun) (FinishedRun, bool) {
+	var m FinishedRun
+	for i := len(runs) - 1; i >= 0; i-- {
+		if len(runs[i].Steps) > 0 {
+			m = runs[i]
+			break
+		}
+	}
+	if m.Steps == nil {
+		return FinishedRun{}, false
+	}
+	m.Outcomes = map[string]StepState{}
+	for _, r := range runs {
+		for k, st := range r.Outcomes {
+			prev, seen := m.Outcomes[k]
+			if !seen || (!turnedOff(prev.Outcome) && turnedOff(st.Outcome)) || (turnedOff(st.Outcome) && st.End.After(prev.End)) {
+				m.Outcomes[k] = st
+			}
+		}
+	}
+	return m, true
+}
+
+func turnedOff(o Outcome) bool {
+	return o == OutcomeDone || o == OutcomeEscalated || o == OutcomeFailed
 }
 
 // History returns learned durations by step key, for Spec.History: the

@@ -96,7 +96,7 @@ func RestorePlan(run FinishedRun, spec RestoreSpec) (*Plan, error) {
 		s := snap[i]
 		st := Step{ID: newID[i], Name: s.Name, Group: s.Group, Target: s.Target, HostID: s.HostID, HostName: s.HostName, GuestID: s.GuestID}
 		ended, ok := run.Outcomes[s.Key]
-		turnedOff := ok && (ended.Outcome == OutcomeDone || ended.Outcome == OutcomeEscalated || ended.Outcome == OutcomeFailed)
+		wasOff := ok && turnedOff(ended.Outcome)
 		rest := strings.TrimPrefix(s.Key, s.Kind+":")
 		switch kinds[i] {
 		case StepGroup:
@@ -117,7 +117,7 @@ func RestorePlan(run FinishedRun, spec RestoreSpec) (*Plan, error) {
 				st.NoOp, st.Note = true, "was off before the shutdown: left off"
 			case strings.Contains(s.Note, "suspended"):
 				st.NoOp, st.Note = true, "was suspended before the shutdown: left off"
-			case !turnedOff:
+			case !wasOff:
 				st.NoOp, st.Note = true, "the shutdown left it as it was ("+string(ended.Outcome)+")"
 			case ended.Action == Suspend.String():
 				st.Note = "resumes from suspend"
@@ -125,7 +125,7 @@ func RestorePlan(run FinishedRun, spec RestoreSpec) (*Plan, error) {
 		case StepHostShutdown:
 			st.Kind, st.Key = StepHostWake, StepHostWake.String()+":"+rest
 			st.Timeout = spec.HostTimeout
-			if !turnedOff {
+			if !wasOff {
 				st.NoOp, st.Note = true, "the shutdown did not turn it off"
 			}
 		case StepHostMaintenance:

@@ -47,10 +47,11 @@ func hostUp(f *fake.Provider) func(context.Context, Step) (bool, error) {
 func TestRestorePlanReversesTheShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, sp, j := shutdownSite(t)
-		run, ok := j.LastRun()
-		if !ok || run.Restored || len(run.Steps) != len(sp.Steps) {
-			t.Fatalf("LastRun: ok %v, restored %v, %d steps (plan has %d)", ok, run.Restored, len(run.Steps), len(sp.Steps))
+		runs := j.Unrestored()
+		if len(runs) != 1 || len(runs[0].Steps) != len(sp.Steps) {
+			t.Fatalf("Unrestored: %d runs", len(runs))
 		}
+		run := runs[0]
 		rp, err := RestorePlan(run, RestoreSpec{})
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +114,7 @@ func TestRestorePlanReversesTheShutdown(t *testing.T) {
 func TestRestoreBringsTheSiteBackInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f, _, j := shutdownSite(t)
-		run, _ := j.LastRun()
+		run := j.Unrestored()[0]
 		rp, err := RestorePlan(run, RestoreSpec{Caps: Caps{Global: 6, PerHost: 2}})
 		if err != nil {
 			t.Fatal(err)
@@ -172,8 +173,8 @@ func TestRestoreBringsTheSiteBackInOrder(t *testing.T) {
 		if first["db"].Sub(t0) < 40*s {
 			t.Errorf("a guest was powered on %v after the start, before its host booted (40 s)", first["db"].Sub(t0))
 		}
-		if r, _ := j.LastRun(); !r.Restored || r.ID != run.ID {
-			t.Errorf("journal: last run %s restored %v, want %s restored", r.ID, r.Restored, run.ID)
+		if rs := j.Unrestored(); len(rs) != 0 {
+			t.Errorf("journal: %d runs still unrestored after the restore", len(rs))
 		}
 		if _, pending := j.Pending(); pending {
 			t.Error("the restore left a pending run")
@@ -186,7 +187,7 @@ func TestRestoreBringsTheSiteBackInOrder(t *testing.T) {
 func TestRestoreReadinessFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f, _, j := shutdownSite(t)
-		run, _ := j.LastRun()
+		run := j.Unrestored()[0]
 		rp, err := RestorePlan(run, RestoreSpec{GroupTimeout: map[string]time.Duration{"db": 60 * s}})
 		if err != nil {
 			t.Fatal(err)
@@ -230,7 +231,7 @@ func TestRestoreReadinessFailure(t *testing.T) {
 func TestRestoreHostThatNeverBoots(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f, _, j := shutdownSite(t)
-		run, _ := j.LastRun()
+		run := j.Unrestored()[0]
 		rp, err := RestorePlan(run, RestoreSpec{HostTimeout: 5 * time.Minute, GuestTimeout: 2 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
@@ -255,4 +256,33 @@ func TestRestoreHostThatNeverBoots(t *testing.T) {
 			t.Errorf("db-0 on h1: %s %q", r.Outcome, r.Err)
 		}
 	})
+}
+
+// A shed stage stopped web-0; the full shutdown then found it already off.
+// The merged run still says sundown turned it off, so it comes back.
+func TestMergeRunsKeepsWhatShedStopped(t *testing.T) {
+	steps := []SnapStep{{Key: "guest:vc/vm-1", Kind: "guest", Name: "web-0", Group: "web"}, {Key: "guest:vc/vm-2", Kind: "guest", Name: "db-0", Group: "db"}}
+	t0 := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	shed := FinishedRun{ID: "shed", Kind: RunShed, Steps: steps[:1], Outcomes: map[string]StepState{
+		"guest:vc/vm-1": {Outcome: OutcomeDone, End: t0}}}
+	full := FinishedRun{ID: "full", Steps: steps, Outcomes: map[string]StepState{
+		"guest:vc/vm-1": {Outcome: OutcomeAlreadyOff, End: t0.Add(time.Minute)},
+		"guest:vc/vm-2": {Outcome: OutcomeAlreadyOff, End: t0.Add(time.Minute)}}}
+	m, ok := MergeRuns([]FinishedRun{shed, full})
+	if !ok || m.ID != "full" || len(m.Steps) != 2 {
+		t.Fatalf("merged: ok %v, id %s, %d steps", ok, m.ID, len(m.Steps))
+	}
+	rp, err := RestorePlan(m, RestoreSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range rp.Steps {
+		wantNoOp := st.Name == "db-0"
+		if st.NoOp != wantNoOp {
+			t.Errorf("%s: NoOp %v (%s), want %v", st.Name, st.NoOp, st.Note, wantNoOp)
+		}
+	}
+	if _, ok := MergeRuns([]FinishedRun{{ID: "old"}}); ok {
+		t.Error("runs without a plan merged")
+	}
 }

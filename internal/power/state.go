@@ -61,6 +61,7 @@ type State struct {
 
 	Since      time.Time // when the current Status began (first reading with this exact set)
 	OBSince    time.Time // start of the current on-battery spell; zero when not OB
+	OLSince    time.Time // start of the current spell on line (OL, not OB); zero otherwise
 	OffSince   time.Time // start of the current OFF spell; zero when not OFF
 	AlarmSince time.Time // start of the current ALARM spell; zero when no ALARM
 	CalSince   time.Time // start of the current calibration; zero when not CAL

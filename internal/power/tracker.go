@@ -120,6 +120,7 @@ func (t *Tracker) Observe(r Reading) []Event {
 		st.Since = r.At
 	}
 	spell(&st.OBSince, cur.Has(OB), prev.Has(OB) && !first, r.At)
+	spell(&st.OLSince, cur.Has(OL) && !cur.Has(OB), prev.Has(OL) && !prev.Has(OB) && !first, r.At)
 	spell(&st.OffSince, cur.Has(OFF), prev.Has(OFF) && !first, r.At)
 	spell(&st.AlarmSince, cur.Has(ALARM), prev.Has(ALARM) && !first, r.At)
 	spell(&st.CalSince, cur.Has(CAL), prev.Has(CAL) && !first, r.At)
