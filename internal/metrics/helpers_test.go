@@ -1,0 +1,5 @@
+package metrics
+
+import "runtime"
+
+func goVersion() string { return runtime.Version() }
