@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"github.com/sundown-ups/sundown/internal/config/configtest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,7 +48,8 @@ func TestCheckExamples(t *testing.T) {
 		for _, m := range envRE.FindAllStringSubmatch(string(b), -1) {
 			t.Setenv(m[1], "x")
 		}
-		code, out, errs := run(t, context.Background(), "check", "-c", f)
+		// Files under /etc/sundown/ are created in a temp dir.
+		code, out, errs := run(t, context.Background(), "check", "-c", stagedExample(t, f))
 		if code != 0 || !strings.Contains(out, ": ok (") {
 			t.Errorf("check %s: exit %d, %q %q", f, code, out, errs)
 		}
@@ -132,4 +134,9 @@ func checkDemoOrder(t *testing.T, out string) {
 	if idx("app-1 (app)                  shutdown") < idx("group web stopped") || idx("db-1 (db)                    shutdown") < idx("group app stopped") || idx("dc-1 (dc)                    shutdown") < idx("group db stopped") {
 		t.Error("a group started before the group depending on it had stopped")
 	}
+}
+
+func stagedExample(t *testing.T, path string) string {
+	file, _ := configtest.StageExample(t, path)
+	return file
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/sundown-ups/sundown/internal/config/configtest"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -67,7 +68,7 @@ func TestExamplesLoad(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			// Files under /etc/sundown/ are created in a temp dir.
-			data := stageExample(t, f)
+			_, data := configtest.StageExample(t, f)
 			c, err := Parse(f, data, func(string) string { return "from-env" })
 			if err != nil {
 				t.Fatalf("example does not load:\n%v", err)

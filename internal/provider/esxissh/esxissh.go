@@ -30,10 +30,8 @@ package esxissh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -41,7 +39,6 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/sundown-ups/sundown/internal/provider"
 	"github.com/sundown-ups/sundown/internal/provider/sshconn"
@@ -95,10 +92,7 @@ type Config struct {
 
 // Provider manages one ESXi host over SSH. It implements provider.Provider.
 type Provider struct {
-	addr    string
-	user    string
-	signer  gossh.Signer
-	khFile  string
+	ep      *sshconn.Endpoint
 	id      string
 	auto    bool
 	timeout time.Duration
@@ -124,19 +118,7 @@ var _ provider.Provider = (*Provider)(nil)
 func New(ctx context.Context, cfg Config) (*Provider, error) {
 	_ = ctx
 	const op = "New"
-	var problems []string
-	if cfg.Address == "" {
-		problems = append(problems, "address is empty")
-	}
-	if cfg.User == "" {
-		problems = append(problems, "user is empty")
-	}
-	if cfg.KeyFile == "" {
-		problems = append(problems, "key file is empty")
-	}
-	if cfg.KnownHostsFile == "" {
-		problems = append(problems, "known_hosts file is empty (the host key is always verified)")
-	}
+	problems := sshconn.Problems(cfg.Address, cfg.User, cfg.KeyFile, cfg.KnownHostsFile)
 	if cfg.Timeout < 0 {
 		problems = append(problems, "timeout is negative")
 	}
@@ -146,17 +128,16 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if len(problems) > 0 {
 		return nil, provider.NewError(op, cfg.Address, provider.Permanent, "invalid config: "+strings.Join(problems, "; "))
 	}
-	addr := sshconn.Addr(cfg.Address)
 	id := cfg.HostName
 	if id == "" {
 		id = cfg.Address
 	}
-	signer, err := sshconn.LoadKey(cfg.KeyFile)
+	ep, err := sshconn.NewEndpoint(cfg.Address, cfg.User, cfg.KeyFile, cfg.KnownHostsFile)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: id, Class: provider.Permanent, Err: err}
 	}
 	p := &Provider{
-		addr: addr, user: cfg.User, signer: signer, khFile: cfg.KnownHostsFile, id: id,
+		ep: ep, id: id,
 		auto: cfg.AutoStop, timeout: cfg.Timeout, poll: cfg.PollInterval, log: cfg.Logger,
 		sem: make(chan struct{}, maxSessions),
 	}
@@ -168,9 +149,6 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if p.log == nil {
 		p.log = slog.Default()
-	}
-	if _, _, err := sshconn.HostKeys(p.khFile, p.addr); err != nil {
-		return nil, &provider.Error{Op: op, Target: id, Class: provider.Permanent, Err: err}
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	return p, nil
@@ -194,15 +172,9 @@ func (p *Provider) begin(ctx context.Context, op, target string) (context.Contex
 	return cctx, func() { stop(); cancel() }, nil
 }
 
-// failure classifies a connection-level failure.
+// failure classifies a connection-level failure (see sshconn.Failure).
 func (p *Provider) failure(callerCtx context.Context, op, target string, err error) error {
-	if cerr := callerCtx.Err(); cerr != nil {
-		return &provider.Error{Op: op, Target: target, Class: provider.Transient, Err: fmt.Errorf("%w: %v", cerr, err)}
-	}
-	if p.isClosed() {
-		return &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: fmt.Errorf("provider closed: %w", err)}
-	}
-	return &provider.Error{Op: op, Target: target, Class: provider.Unreachable, Err: err}
+	return sshconn.Failure(callerCtx, p.isClosed(), op, target, err)
 }
 
 // getClient returns the cached connection or dials a new one.
@@ -242,67 +214,11 @@ func (p *Provider) drop(c *gossh.Client) {
 	c.Close()
 }
 
+// dial connects and logs in, bounded by Timeout (see sshconn.Endpoint.Dial).
 func (p *Provider) dial(ctx, callerCtx context.Context, op, target string) (*gossh.Client, error) {
-	check, algos, err := sshconn.HostKeys(p.khFile, p.addr)
-	if err != nil {
-		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
-	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	var (
-		mu        sync.Mutex
-		keyErr    error
-		presented gossh.PublicKey
-	)
-	cfg := &gossh.ClientConfig{
-		User: p.user,
-		Auth: []gossh.AuthMethod{gossh.PublicKeys(p.signer)},
-		HostKeyCallback: func(hostname string, remote net.Addr, key gossh.PublicKey) error {
-			err := check(hostname, remote, key)
-			mu.Lock()
-			keyErr, presented = err, key
-			mu.Unlock()
-			return err
-		},
-		HostKeyAlgorithms: algos,
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return nil, p.failure(callerCtx, op, target, fmt.Errorf("dial %s: %w", p.addr, err))
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	cc, chans, reqs, err := gossh.NewClientConn(conn, p.addr, cfg)
-	stop()
-	if err != nil {
-		conn.Close()
-		mu.Lock()
-		kErr, key := keyErr, presented
-		mu.Unlock()
-		var ke *knownhosts.KeyError
-		var re *knownhosts.RevokedError
-		switch {
-		case errors.As(kErr, &ke) && len(ke.Want) > 0:
-			return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent,
-				Err: fmt.Errorf("host key changed for %s: the server presented %s %s, %s holds a different key; not connecting (if the host was reinstalled, verify the new key and update known_hosts)",
-					p.addr, key.Type(), gossh.FingerprintSHA256(key), p.khFile)}
-		case errors.As(kErr, &re):
-			return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent,
-				Err: fmt.Errorf("host key for %s is revoked in %s; not connecting", p.addr, p.khFile)}
-		case kErr != nil:
-			return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent,
-				Err: fmt.Errorf("host key for %s not accepted: %w", p.addr, kErr)}
-		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, &provider.Error{Op: op, Target: target, Class: provider.Auth,
-				Err: fmt.Errorf("login as %q refused: %w", p.user, err)}
-		}
-		return nil, p.failure(callerCtx, op, target, fmt.Errorf("handshake with %s: %w", p.addr, err))
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return gossh.NewClient(cc, chans, reqs), nil
+	return p.ep.Dial(ctx, op, target, func(err error) error { return p.failure(callerCtx, op, target, err) })
 }
 
 // result is what one command produced.
@@ -414,18 +330,16 @@ func (p *Provider) run(ctx, callerCtx context.Context, op, target, cmd string, l
 			Err: fmt.Errorf("%q printed more than %d bytes; not what ESXi prints", cmd, maxOutput)}
 	}
 	res := result{out: buf.String(), errOut: errBuf.String()}
-	var ee *gossh.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Signal() == "":
-		res.status = ee.ExitStatus()
-	case errors.As(err, &ee):
-		res.status, res.eof = -1, true
-	default:
+	switch x := sshconn.ExitOf(err); {
+	case x.Dropped:
 		// ExitMissingError, io.EOF: the connection went away after
 		// the command started.
 		res.status, res.eof = -1, true
 		p.drop(client)
+	case x.Signal != "":
+		res.status, res.eof = -1, true
+	default:
+		res.status = x.Status
 	}
 	return res, nil
 }

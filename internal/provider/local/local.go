@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/hostcmd"
 )
 
 // DefaultTimeout bounds one run of the shutdown command when Config.Timeout
@@ -59,8 +60,10 @@ type Config struct {
 }
 
 // Provider powers off the local machine. It implements provider.Provider
-// and provider.Capable.
+// and provider.Capable. The guest calls (all NotFound) and the maintenance
+// calls (Unsupported) come from hostcmd.Guestless.
 type Provider struct {
+	guestless
 	path    string   // resolved program path
 	args    []string // arguments after the program
 	command []string // as configured (or the default), for messages
@@ -80,6 +83,16 @@ type Provider struct {
 	mu       sync.Mutex
 	closed   bool
 	accepted bool // a ShutdownHost succeeded: the machine is going down
+}
+
+// guestless is embedded under an unexported name.
+type guestless = hostcmd.Guestless
+
+// refusals class a failed command's stderr.
+var refusals = hostcmd.Refusals{
+	SudoPrivilege:   "sudoers rule NOPASSWD: ",
+	Denied:          []string{"permission denied", "access denied", "interactive authentication required"},
+	DeniedPrivilege: PowerOffPrivilege,
 }
 
 var (
@@ -129,6 +142,8 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		log:     cfg.Logger,
 		run:     make(chan struct{}, 1),
 	}
+	p.guestless = guestless{HostID: id, Closed: p.isClosed,
+		NoGuests: "the local provider has no guests", NoMaintenance: "the local machine has no maintenance mode"}
 	if p.timeout == 0 {
 		p.timeout = DefaultTimeout
 	}
@@ -200,63 +215,6 @@ func (p *Provider) Inventory(ctx context.Context) (provider.Inventory, error) {
 	return provider.Inventory{Hosts: []provider.Host{{ID: p.id, Name: p.id, Power: power, UUID: p.uuid}}}, nil
 }
 
-// Guest: the provider has no guests; every ID is NotFound.
-func (p *Provider) Guest(ctx context.Context, id string) (provider.Guest, error) {
-	return provider.Guest{}, p.noGuest("Guest", id)
-}
-
-// ShutdownGuest: no guests; NotFound.
-func (p *Provider) ShutdownGuest(ctx context.Context, id string) error {
-	return p.noGuest("ShutdownGuest", id)
-}
-
-// SuspendGuest: no guests; NotFound.
-func (p *Provider) SuspendGuest(ctx context.Context, id string) error {
-	return p.noGuest("SuspendGuest", id)
-}
-
-// PowerOffGuest: no guests; NotFound.
-func (p *Provider) PowerOffGuest(ctx context.Context, id string) error {
-	return p.noGuest("PowerOffGuest", id)
-}
-
-// PowerOnGuest: no guests; NotFound.
-func (p *Provider) PowerOnGuest(ctx context.Context, id string) error {
-	return p.noGuest("PowerOnGuest", id)
-}
-
-// WaitGuest: no guests; NotFound, without waiting.
-func (p *Provider) WaitGuest(ctx context.Context, id string, want provider.PowerState) error {
-	return p.noGuest("WaitGuest", id)
-}
-
-// EnterMaintenance: Unsupported for the host, NotFound for any other ID.
-func (p *Provider) EnterMaintenance(ctx context.Context, hostID string, opts provider.MaintenanceOptions) error {
-	return p.noMaintenance("EnterMaintenance", hostID)
-}
-
-// ExitMaintenance: Unsupported for the host, NotFound for any other ID.
-func (p *Provider) ExitMaintenance(ctx context.Context, hostID string) error {
-	return p.noMaintenance("ExitMaintenance", hostID)
-}
-
-func (p *Provider) noGuest(op, id string) error {
-	if p.isClosed() {
-		return provider.NewError(op, id, provider.Permanent, "provider closed")
-	}
-	return provider.NewError(op, id, provider.NotFound, "the local provider has no guests")
-}
-
-func (p *Provider) noMaintenance(op, id string) error {
-	if p.isClosed() {
-		return provider.NewError(op, id, provider.Permanent, "provider closed")
-	}
-	if id != p.id {
-		return provider.NewError(op, id, provider.NotFound, "unknown host (this provider's host is "+p.id+")")
-	}
-	return provider.NewError(op, id, provider.Unsupported, "the local machine has no maintenance mode")
-}
-
 // ShutdownHost runs the configured command and returns nil when it exits
 // with status 0 or is killed by SIGTERM or SIGKILL (the system going down
 // under it). force is ignored: the command decides how forceful the
@@ -272,11 +230,8 @@ func (p *Provider) noMaintenance(op, id string) error {
 // other failure is Permanent with the last line of stderr.
 func (p *Provider) ShutdownHost(ctx context.Context, hostID string, force bool) error {
 	const op = "ShutdownHost"
-	if p.isClosed() {
-		return provider.NewError(op, hostID, provider.Permanent, "provider closed")
-	}
-	if hostID != p.id {
-		return provider.NewError(op, hostID, provider.NotFound, "unknown host (this provider's host is "+p.id+")")
+	if err := p.CheckHost(op, hostID); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return &provider.Error{Op: op, Target: p.id, Class: provider.Transient, Err: err}
@@ -320,9 +275,9 @@ func (p *Provider) runCommand(callerCtx, base context.Context) error {
 	// Messages are matched in English; stdin is /dev/null so nothing can
 	// prompt.
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	stderr := &tailBuffer{max: 4096}
+	stderr := hostcmd.NewTailBuffer(4096)
 	cmd.Stderr = stderr
-	cmd.Stdout = &tailBuffer{max: 1024}
+	cmd.Stdout = hostcmd.NewTailBuffer(1024)
 	setProcessGroup(cmd)
 	// A child left holding stderr open must not hold us past the end.
 	cmd.WaitDelay = 2 * time.Second
@@ -367,21 +322,9 @@ func (p *Provider) runCommand(callerCtx, base context.Context) error {
 
 // exitError classifies a non-zero exit status from the command's stderr.
 func exitError(op, target, command string, status int, stderr string) error {
-	e := &provider.Error{Op: op, Target: target, Class: provider.Permanent,
+	class, privilege := refusals.Classify(stderr, command)
+	return &provider.Error{Op: op, Target: target, Class: class, Privilege: privilege,
 		Err: fmt.Errorf("command %q exited with status %d: %s", command, status, lastLine(stderr))}
-	low := strings.ToLower(stderr)
-	switch {
-	case strings.Contains(low, "sudo") && (strings.Contains(low, "password is required") ||
-		strings.Contains(low, "not allowed") || strings.Contains(low, "not in the sudoers") ||
-		strings.Contains(low, "may not run sudo")):
-		e.Class = provider.Permission
-		e.Privilege = "sudoers rule NOPASSWD: " + command
-	case strings.Contains(low, "permission denied") || strings.Contains(low, "access denied") ||
-		strings.Contains(low, "interactive authentication required"):
-		e.Class = provider.Permission
-		e.Privilege = PowerOffPrivilege
-	}
-	return e
 }
 
 // lastLine returns the last non-empty line of s, trimmed; "(no output on
@@ -412,27 +355,4 @@ func (p *Provider) Close() error {
 		p.cancel()
 	}
 	return nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, b...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }

@@ -16,18 +16,16 @@ package ssh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/hostcmd"
 	"github.com/sundown-ups/sundown/internal/provider/sshconn"
 )
 
@@ -70,12 +68,11 @@ type Config struct {
 
 // Provider runs a shutdown command on one host over SSH. It implements
 // provider.Provider and provider.Capable. It holds no connection between
-// calls; each call dials anew.
+// calls; each call dials anew. The guest calls (all NotFound) and the
+// maintenance calls (Unsupported) come from hostcmd.Guestless.
 type Provider struct {
-	addr    string // host:port
-	user    string
-	signer  gossh.Signer
-	khFile  string
+	guestless
+	ep      *sshconn.Endpoint
 	command string
 	id      string
 	timeout time.Duration
@@ -86,6 +83,15 @@ type Provider struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	closed bool
+}
+
+// guestless is embedded under an unexported name.
+type guestless = hostcmd.Guestless
+
+// refusals class a failed command's stderr.
+var refusals = hostcmd.Refusals{
+	SudoPrivilege: "sudo NOPASSWD: ",
+	Denied:        []string{"access is denied", "permission denied", "must be root", "not privileged"},
 }
 
 var (
@@ -100,44 +106,30 @@ var (
 func New(ctx context.Context, cfg Config) (*Provider, error) {
 	_ = ctx
 	const op = "New"
-	var problems []string
-	if cfg.Address == "" {
-		problems = append(problems, "address is empty")
-	}
-	if cfg.User == "" {
-		problems = append(problems, "user is empty")
-	}
-	if cfg.KeyFile == "" {
-		problems = append(problems, "key file is empty")
-	}
-	if cfg.KnownHostsFile == "" {
-		problems = append(problems, "known_hosts file is empty (the host key is always verified)")
-	}
+	problems := sshconn.Problems(cfg.Address, cfg.User, cfg.KeyFile, cfg.KnownHostsFile)
 	if cfg.Timeout < 0 {
 		problems = append(problems, "timeout is negative")
 	}
 	if len(problems) > 0 {
 		return nil, provider.NewError(op, cfg.Address, provider.Permanent, "invalid config: "+strings.Join(problems, "; "))
 	}
-	addr := sshconn.Addr(cfg.Address)
 	target := cfg.HostName
 	if target == "" {
 		target = cfg.Address
 	}
-	signer, err := sshconn.LoadKey(cfg.KeyFile)
+	ep, err := sshconn.NewEndpoint(cfg.Address, cfg.User, cfg.KeyFile, cfg.KnownHostsFile)
 	if err != nil {
 		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
 	}
 	p := &Provider{
-		addr:    addr,
-		user:    cfg.User,
-		signer:  signer,
-		khFile:  cfg.KnownHostsFile,
+		ep:      ep,
 		command: cfg.Command,
 		id:      target,
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,
 	}
+	p.guestless = guestless{HostID: target, Closed: p.isClosed,
+		NoGuests: "the ssh provider has no guests", NoMaintenance: "a plain ssh host has no maintenance mode"}
 	if p.command == "" {
 		p.command = DefaultCommand
 	}
@@ -146,9 +138,6 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if p.log == nil {
 		p.log = slog.Default()
-	}
-	if _, _, err := sshconn.HostKeys(p.khFile, p.addr); err != nil {
-		return nil, &provider.Error{Op: op, Target: target, Class: provider.Permanent, Err: err}
 	}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	return p, nil
@@ -181,63 +170,6 @@ func (p *Provider) Inventory(ctx context.Context) (provider.Inventory, error) {
 	return provider.Inventory{Hosts: []provider.Host{{ID: p.id, Name: p.id, Power: provider.PowerOn}}}, nil
 }
 
-// Guest: the provider has no guests; every ID is NotFound.
-func (p *Provider) Guest(ctx context.Context, id string) (provider.Guest, error) {
-	return provider.Guest{}, p.noGuest("Guest", id)
-}
-
-// ShutdownGuest: no guests; NotFound.
-func (p *Provider) ShutdownGuest(ctx context.Context, id string) error {
-	return p.noGuest("ShutdownGuest", id)
-}
-
-// SuspendGuest: no guests; NotFound.
-func (p *Provider) SuspendGuest(ctx context.Context, id string) error {
-	return p.noGuest("SuspendGuest", id)
-}
-
-// PowerOffGuest: no guests; NotFound.
-func (p *Provider) PowerOffGuest(ctx context.Context, id string) error {
-	return p.noGuest("PowerOffGuest", id)
-}
-
-// PowerOnGuest: no guests; NotFound.
-func (p *Provider) PowerOnGuest(ctx context.Context, id string) error {
-	return p.noGuest("PowerOnGuest", id)
-}
-
-// WaitGuest: no guests; NotFound, without waiting.
-func (p *Provider) WaitGuest(ctx context.Context, id string, want provider.PowerState) error {
-	return p.noGuest("WaitGuest", id)
-}
-
-// EnterMaintenance: Unsupported for the host, NotFound for any other ID.
-func (p *Provider) EnterMaintenance(ctx context.Context, hostID string, opts provider.MaintenanceOptions) error {
-	return p.noMaintenance("EnterMaintenance", hostID)
-}
-
-// ExitMaintenance: Unsupported for the host, NotFound for any other ID.
-func (p *Provider) ExitMaintenance(ctx context.Context, hostID string) error {
-	return p.noMaintenance("ExitMaintenance", hostID)
-}
-
-func (p *Provider) noGuest(op, id string) error {
-	if p.isClosed() {
-		return provider.NewError(op, id, provider.Permanent, "provider closed")
-	}
-	return provider.NewError(op, id, provider.NotFound, "the ssh provider has no guests")
-}
-
-func (p *Provider) noMaintenance(op, id string) error {
-	if p.isClosed() {
-		return provider.NewError(op, id, provider.Permanent, "provider closed")
-	}
-	if id != p.id {
-		return provider.NewError(op, id, provider.NotFound, "unknown host (this provider's host is "+p.id+")")
-	}
-	return provider.NewError(op, id, provider.Unsupported, "a plain ssh host has no maintenance mode")
-}
-
 // ShutdownHost connects to the host and runs the configured command. It
 // returns nil when the command exits with status 0, or when the connection
 // drops (no exit status, or the command killed by SIGTERM/SIGHUP/SIGKILL/
@@ -251,11 +183,8 @@ func (p *Provider) noMaintenance(op, id string) error {
 // stderr.
 func (p *Provider) ShutdownHost(ctx context.Context, hostID string, force bool) error {
 	const op = "ShutdownHost"
-	if p.isClosed() {
-		return provider.NewError(op, hostID, provider.Permanent, "provider closed")
-	}
-	if hostID != p.id {
-		return provider.NewError(op, hostID, provider.NotFound, "unknown host (this provider's host is "+p.id+")")
+	if err := p.CheckHost(op, hostID); err != nil {
+		return err
 	}
 	callerCtx := ctx
 	ctx, done, err := p.begin(ctx, op, hostID)
@@ -274,15 +203,15 @@ func (p *Provider) ShutdownHost(ctx context.Context, hostID string, force bool) 
 		return p.classify(callerCtx, op, fmt.Errorf("open session: %w", err))
 	}
 	defer sess.Close()
-	stderr := &tailBuffer{max: 1024}
+	stderr := hostcmd.NewTailBuffer(1024)
 	sess.Stderr = stderr
-	sess.Stdout = &tailBuffer{max: 1024}
+	sess.Stdout = hostcmd.NewTailBuffer(1024)
 
 	start := time.Now()
 	if err := sess.Start(p.command); err != nil {
 		return p.classify(callerCtx, op, fmt.Errorf("start command: %w", err))
 	}
-	p.log.Info("ssh: shutdown command sent", "host", p.id, "addr", p.addr)
+	p.log.Info("ssh: shutdown command sent", "host", p.id, "addr", p.ep.Addr)
 
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- sess.Wait() }()
@@ -306,42 +235,30 @@ func (p *Provider) ShutdownHost(ctx context.Context, hostID string, force bool) 
 		p.log.Info("ssh: shutdown command succeeded", "host", p.id, "seconds", took)
 		return nil
 	}
-	var ee *gossh.ExitError
-	if errors.As(err, &ee) {
-		switch ee.Signal() {
-		case "TERM", "HUP", "KILL", "PIPE":
-			p.log.Info("ssh: shutdown command killed by the host going down", "host", p.id, "signal", ee.Signal(), "seconds", took)
-			return nil
-		case "":
-			return exitError(op, p.id, p.command, ee.ExitStatus(), stderr.String())
-		}
+	switch x := sshconn.ExitOf(err); {
+	case x.Dropped:
+		// No exit status, EOF, connection reset: the host dropped the
+		// connection after the command started. That is what a host
+		// going down looks like.
+		p.log.Info("ssh: connection closed after the shutdown command started; host going down", "host", p.id, "seconds", took, "detail", err.Error())
+		return nil
+	case x.Signal == "":
+		return exitError(op, p.id, p.command, x.Status, stderr.String())
+	case x.Signal == "TERM", x.Signal == "HUP", x.Signal == "KILL", x.Signal == "PIPE":
+		p.log.Info("ssh: shutdown command killed by the host going down", "host", p.id, "signal", x.Signal, "seconds", took)
+		return nil
+	default:
 		return &provider.Error{Op: op, Target: p.id, Class: provider.Permanent,
-			Err: fmt.Errorf("command killed by signal %s: %s", ee.Signal(), strings.TrimSpace(stderr.String()))}
+			Err: fmt.Errorf("command killed by signal %s: %s", x.Signal, strings.TrimSpace(stderr.String()))}
 	}
-	// No exit status, EOF, connection reset: the host dropped the
-	// connection after the command started. That is what a host going
-	// down looks like.
-	p.log.Info("ssh: connection closed after the shutdown command started; host going down", "host", p.id, "seconds", took, "detail", err.Error())
-	return nil
 }
 
 // exitError classifies a non-zero exit status.
 func exitError(op, target, command string, status int, stderr string) error {
 	msg := strings.TrimSpace(stderr)
-	e := &provider.Error{Op: op, Target: target, Class: provider.Permanent,
+	class, privilege := refusals.Classify(msg, command)
+	return &provider.Error{Op: op, Target: target, Class: class, Privilege: privilege,
 		Err: fmt.Errorf("command exited with status %d: %s", status, msg)}
-	low := strings.ToLower(msg)
-	if strings.Contains(low, "sudo") && (strings.Contains(low, "password is required") ||
-		strings.Contains(low, "not allowed") || strings.Contains(low, "not in the sudoers") ||
-		strings.Contains(low, "may not run sudo")) {
-		e.Class = provider.Permission
-		e.Privilege = "sudo NOPASSWD: " + command
-	}
-	if strings.Contains(low, "access is denied") || strings.Contains(low, "permission denied") ||
-		strings.Contains(low, "must be root") || strings.Contains(low, "not privileged") {
-		e.Class = provider.Permission
-	}
-	return e
 }
 
 // begin checks that the provider is open and returns ctx bounded by Timeout
@@ -365,79 +282,14 @@ func (p *Provider) begin(ctx context.Context, op, target string) (context.Contex
 // context bounded by Timeout and Close) bounds all of it; callerCtx tells
 // the caller's own end apart from Timeout.
 func (p *Provider) connect(callerCtx, ctx context.Context, op string) (*gossh.Client, error) {
-	check, algos, err := sshconn.HostKeys(p.khFile, p.addr)
-	if err != nil {
-		return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Permanent, Err: err}
-	}
-	var (
-		mu        sync.Mutex
-		keyErr    error
-		presented gossh.PublicKey
-	)
-	cfg := &gossh.ClientConfig{
-		User: p.user,
-		Auth: []gossh.AuthMethod{gossh.PublicKeys(p.signer)},
-		HostKeyCallback: func(hostname string, remote net.Addr, key gossh.PublicKey) error {
-			err := check(hostname, remote, key)
-			mu.Lock()
-			keyErr, presented = err, key
-			mu.Unlock()
-			return err
-		},
-		HostKeyAlgorithms: algos,
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return nil, p.classify(callerCtx, op, fmt.Errorf("dial %s: %w", p.addr, err))
-	}
-	// The handshake is not context-aware: a deadline plus closing the
-	// connection when ctx ends bound it.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	c, chans, reqs, err := gossh.NewClientConn(conn, p.addr, cfg)
-	stop()
-	if err != nil {
-		conn.Close()
-		mu.Lock()
-		kErr, key := keyErr, presented
-		mu.Unlock()
-		var ke *knownhosts.KeyError
-		var re *knownhosts.RevokedError
-		switch {
-		case errors.As(kErr, &ke) && len(ke.Want) > 0:
-			return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Permanent,
-				Err: fmt.Errorf("host key changed for %s: the server presented %s %s, %s holds a different key; not connecting (if the host was reinstalled, verify the new key and update known_hosts)",
-					p.addr, key.Type(), gossh.FingerprintSHA256(key), p.khFile)}
-		case errors.As(kErr, &re):
-			return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Permanent,
-				Err: fmt.Errorf("host key for %s is revoked in %s; not connecting", p.addr, p.khFile)}
-		case kErr != nil:
-			return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Permanent,
-				Err: fmt.Errorf("host key for %s not accepted: %w", p.addr, kErr)}
-		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, &provider.Error{Op: op, Target: p.id, Class: provider.Auth,
-				Err: fmt.Errorf("login as %q refused: %w", p.user, err)}
-		}
-		return nil, p.classify(callerCtx, op, fmt.Errorf("handshake with %s: %w", p.addr, err))
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return gossh.NewClient(c, chans, reqs), nil
+	return p.ep.Dial(ctx, op, p.id, func(err error) error { return p.classify(callerCtx, op, err) })
 }
 
-// classify classifies a connection failure: when the caller's context ended
-// it, Transient wrapping ctx.Err(); after Close, Permanent; else Unreachable
-// (refused, no answer within Timeout, reset, no route, dropped).
+// classify classifies a connection failure (see sshconn.Failure): the
+// caller's context ended, Transient; after Close, Permanent; else
+// Unreachable.
 func (p *Provider) classify(callerCtx context.Context, op string, err error) error {
-	if cerr := callerCtx.Err(); cerr != nil {
-		return &provider.Error{Op: op, Target: p.id, Class: provider.Transient, Err: fmt.Errorf("%w: %v", cerr, err)}
-	}
-	if p.isClosed() {
-		return &provider.Error{Op: op, Target: p.id, Class: provider.Permanent, Err: fmt.Errorf("provider closed: %w", err)}
-	}
-	return &provider.Error{Op: op, Target: p.id, Class: provider.Unreachable, Err: err}
+	return sshconn.Failure(callerCtx, p.isClosed(), op, p.id, err)
 }
 
 func (p *Provider) isClosed() bool {
@@ -456,27 +308,4 @@ func (p *Provider) Close() error {
 		p.cancel()
 	}
 	return nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, b...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }
