@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sundown-ups/sundown/internal/config"
+	"github.com/sundown-ups/sundown/internal/notify"
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/policy"
 	"github.com/sundown-ups/sundown/internal/power"
@@ -39,6 +40,18 @@ type PlanInfo struct {
 	LowerBound time.Duration
 	Problems   []string
 	Built      time.Time
+	// Targets says, per configured target, whether the last discovery
+	// reached it.
+	Targets []TargetStatus
+}
+
+// TargetStatus is one target as the last discovery saw it.
+type TargetStatus struct {
+	Name      string
+	Reachable bool
+	Err       string // why not
+	Guests    int    // guest steps planned on it
+	Hosts     int    // hosts with a step
 }
 
 // Options tune an App beyond its config.
@@ -71,7 +84,9 @@ type App struct {
 	pcfg    policy.Config
 	sources []source
 
-	fleet *Fleet
+	fleet    *Fleet
+	notifier *notify.Notifier
+	bg       sync.WaitGroup // drills started through Drill
 
 	mu       sync.Mutex
 	snap     Snapshot
@@ -103,10 +118,17 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*App, error) {
 			a.sources = append(a.sources, newNUTSource(u, cfg.Power.PollInterval.D(), log.With("ups", u.Name)))
 		case u.Apcupsd != nil:
 			a.sources = append(a.sources, newApcupsdSource(u, cfg.Power.PollInterval.D()))
+		case u.Trigger != nil:
+			a.sources = append(a.sources, newTriggerSource(u, cfg.Power.PollInterval.D()))
 		default:
 			return nil, fmt.Errorf("ups %s: no source", u.Name)
 		}
 	}
+	n, err := NewNotifier(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.notifier = n
 	a.snap = a.snapshotLocked(opts.Now(), policy.Decision{ETA: -1})
 	return a, nil
 }
@@ -156,13 +178,16 @@ func (a *App) Snapshot() Snapshot {
 }
 
 // Run watches every UPS until ctx ends, and (with Options.Act) runs the
-// shutdown when the policy decides it. It returns after every goroutine it
-// started has ended.
+// shutdown when the policy decides it, the load-shedding stages when they
+// are due, and the restore when power has been back long enough. It
+// returns after every goroutine it started has ended.
 //
 // SIGTERM (ctx ending) during a shutdown does not abandon it: Run keeps the
 // shutdown going, and the NUT logins held, until the plan has run to its
 // end, then returns. A SIGKILL stops it for real; the journal makes the
-// next start resume the same run at once, whatever the power state.
+// next start resume the same run at once, whatever the power state. A
+// restore is not latched: SIGTERM or a new outage stops it (the next
+// restore brings back what it did not).
 func (a *App) Run(ctx context.Context) error {
 	// Sources live until Run returns, not until ctx ends: the NUT LOGIN
 	// must be held while a shutdown runs.
@@ -170,9 +195,10 @@ func (a *App) Run(ctx context.Context) error {
 	if a.fleet != nil {
 		defer a.fleet.Close() // after every goroutine using it has ended
 	}
+	defer a.bg.Wait()
 	defer wg.Wait()
 	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSources() // runs first: ends the sources and the plan loop
+	defer stopSources() // runs first: ends the sources, the plan loop and the notifier
 	updates := make(chan update, 64)
 	for i, s := range a.sources {
 		wg.Add(1)
@@ -187,13 +213,12 @@ func (a *App) Run(ctx context.Context) error {
 			})
 		}()
 	}
+	if a.notifier != nil {
+		wg.Go(func() { a.runNotifier(srcCtx) })
+	}
 	if a.fleet != nil {
 		if a.opts.Act || a.opts.Plan {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				a.planLoop(srcCtx)
-			}()
+			wg.Go(func() { a.planLoop(srcCtx) })
 		}
 	}
 
@@ -201,26 +226,46 @@ func (a *App) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var prev policy.Decision
 	prev.ETA = -1
+	acting := a.opts.Act && a.fleet != nil
+
+	// The shutdown, latched once started.
 	shutdownDone := make(chan struct{})
 	started, finished := false, false
+	// The restore: one at a time, stopped by an outage or SIGTERM.
+	var restoreDone chan struct{}
+	var stopRestore context.CancelFunc
+	needRestore := acting && a.restoreDue()
+	// The load-shedding stages: each runs once per outage.
+	shedDone := make([]bool, len(a.cfg.Shed))
+	shedEnded := make(chan struct{}, len(a.cfg.Shed))
+	shedRunning := 0
+
 	startShutdown := func(reason string) {
 		if started || !a.opts.Act {
 			return
 		}
 		started = true
+		a.notify(notify.Message{Type: string(power.EventShutdown), Severity: notify.SeverityCritical,
+			Subject: "shutdown started", Body: reason})
 		a.setFSD(srcCtx)
 		if a.fleet == nil {
 			close(shutdownDone) // no targets: FSD was the whole shutdown
 			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		done, stop := restoreDone, stopRestore
+		if stop != nil {
+			a.log.Warn("power failed during the restore: stopping it to shut down")
+			stop()
+		}
+		wg.Go(func() {
 			defer close(shutdownDone)
+			if done != nil {
+				<-done // the restore stops at once: its provider calls are abandoned
+			}
 			a.runShutdown(srcCtx, reason)
-		}()
+		})
 	}
-	if a.opts.Act && a.fleet != nil {
+	if acting {
 		if id, ok := a.pendingRun(); ok {
 			prev = policy.Decision{Kind: policy.Shutdown, At: a.opts.Now(), ETA: 0,
 				Reasons: []string{"resuming the shutdown recorded in the journal (run " + id + "): a started shutdown always finishes"}}
@@ -229,11 +274,15 @@ func (a *App) Run(ctx context.Context) error {
 			startShutdown(prev.Reasons[0])
 		}
 	}
+	rule := policy.RestoreRule{After: a.cfg.Restore.After.D(), MinCharge: *a.cfg.Restore.MinCharge}
 	ctxDone := ctx.Done()
 	for {
 		var events []power.Event
 		select {
 		case <-ctxDone:
+			if stopRestore != nil {
+				stopRestore()
+			}
 			if !started || finished {
 				return nil
 			}
@@ -242,9 +291,28 @@ func (a *App) Run(ctx context.Context) error {
 			continue
 		case <-shutdownDone:
 			shutdownDone, finished = nil, true
+			needRestore = acting && a.restoreDue()
 			if ctx.Err() != nil {
 				return nil
 			}
+			continue
+		case <-restoreDone:
+			restoreDone, stopRestore = nil, nil
+			needRestore = a.restoreDue()
+			if !needRestore && !started {
+				// Everything is back: the next outage is a new one.
+				clear(shedDone)
+			}
+			if !needRestore && finished {
+				a.log.Info("the site is restored: watching for the next outage")
+				started, finished, shutdownDone = false, false, make(chan struct{})
+				prev = policy.Decision{ETA: -1}
+				clear(shedDone)
+			}
+			continue
+		case <-shedEnded:
+			shedRunning--
+			needRestore = a.restoreDue()
 			continue
 		case u := <-updates:
 			tr := a.trackers[u.idx]
@@ -264,13 +332,19 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 		now := a.opts.Now()
+		in := a.policyInput(now)
 		for _, e := range events {
 			a.log.Info("power event", "ups", e.UPS, "event", string(e.Type), "msg", e.Message)
 			if a.opts.OnEvent != nil {
 				a.opts.OnEvent(e)
 			}
+			for i := range in.States {
+				if in.States[i].Name == e.UPS {
+					a.notifyEvent(e, &in.States[i])
+				}
+			}
 		}
-		d := policy.Decide(a.pcfg, a.policyInput(now), prev)
+		d := policy.Decide(a.pcfg, in, prev)
 		if d.Kind != prev.Kind {
 			a.log.Info("decision", "decision", d.String())
 		}
@@ -279,7 +353,56 @@ func (a *App) Run(ctx context.Context) error {
 		if d.Kind == policy.Shutdown {
 			startShutdown(d.String())
 		}
+		if !acting || ctx.Err() != nil || (started && !finished) {
+			continue
+		}
+		for i, st := range a.cfg.Shed {
+			if shedDone[i] || started {
+				continue
+			}
+			due, why := policy.ShedDue(a.pcfg, policy.ShedRule{Name: st.Name, After: st.After.D(),
+				BelowCharge: st.BelowCharge, BelowRuntime: st.BelowRuntime.D()}, in.States, now)
+			if !due {
+				continue
+			}
+			shedDone[i] = true
+			shedRunning++
+			wg.Go(func() {
+				defer func() { shedEnded <- struct{}{} }()
+				a.runShed(srcCtx, st, why)
+			})
+		}
+		if needRestore && restoreDone == nil && shedRunning == 0 && *a.cfg.Restore.Auto {
+			if ok, why := policy.RestoreReady(a.pcfg, rule, in.States, now); ok {
+				rctx, cancel := context.WithCancel(srcCtx)
+				done := make(chan struct{})
+				restoreDone, stopRestore = done, cancel
+				wg.Go(func() {
+					defer close(done)
+					defer cancel()
+					a.runRestore(rctx, why)
+				})
+			}
+		}
 	}
+}
+
+// restoreDue reports whether the journal holds a shutdown or shed stage
+// that no restore has undone yet (drills are restored by hand only).
+func (a *App) restoreDue() bool {
+	if a.fleet == nil {
+		return false
+	}
+	runs, err := plan.ReadUnrestored(a.journalPath())
+	if err != nil {
+		return false
+	}
+	for _, r := range runs {
+		if r.Kind == plan.RunShutdown || r.Kind == plan.RunShed {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *App) tickInterval() time.Duration {

@@ -3,8 +3,10 @@ package app
 import (
 	"context"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/plan"
 )
 
@@ -39,6 +41,7 @@ func (a *App) replan(ctx context.Context, timeout time.Duration) (*plan.Plan, []
 	}
 	s := p.Estimate(p.Caps)
 	info.Makespan, info.LowerBound = s.Makespan, s.LowerBound
+	info.Targets = targetStatuses(a.cfg, p, errs)
 	a.mu.Lock()
 	states := a.snap.UPS
 	a.mu.Unlock()
@@ -55,6 +58,36 @@ func (a *App) replan(ctx context.Context, timeout time.Duration) (*plan.Plan, []
 	a.mu.Unlock()
 	a.log.Info("plan ready", "steps", len(p.Steps), "makespan_s", int(s.Makespan.Seconds()), "problems", len(problems))
 	return p, problems, errs
+}
+
+// targetStatuses tells, per configured target, whether discovery reached
+// it and what the plan has on it.
+func targetStatuses(c *config.Config, p *plan.Plan, errs []error) []TargetStatus {
+	out := make([]TargetStatus, len(c.Targets))
+	for i, t := range c.Targets {
+		ts := TargetStatus{Name: t.Name, Reachable: true}
+		for _, e := range errs {
+			if strings.HasPrefix(e.Error(), "target "+t.Name+":") {
+				ts.Reachable, ts.Err = false, strings.TrimPrefix(e.Error(), "target "+t.Name+": ")
+				break
+			}
+		}
+		hosts := map[string]bool{}
+		for _, st := range p.Steps {
+			if st.Target != t.Name {
+				continue
+			}
+			switch st.Kind {
+			case plan.StepGuest:
+				ts.Guests++
+			case plan.StepHostMaintenance, plan.StepHostShutdown:
+				hosts[st.HostID] = true
+			}
+		}
+		ts.Hosts = len(hosts)
+		out[i] = ts
+	}
+	return out
 }
 
 // planLoop keeps the plan and its estimate current: it rediscovers and

@@ -339,6 +339,7 @@ func newE2ESite(t *testing.T) *e2eSite {
 	// second daemon shut down for a reason other than the journal.
 	yml := `state_dir: ` + strconv.Quote(filepath.Join(s.dir, "state")) + `
 log: {level: info}
+api: {listen: "127.0.0.1:0"}
 power: {poll_interval: 200ms}
 ups:
   - name: rack

@@ -47,7 +47,9 @@ type StepStatus struct {
 
 // ShutdownStatus is the shutdown as the snapshot shows it.
 type ShutdownStatus struct {
-	State    string // "running" or "done"
+	// Kind is what runs: "shutdown", "shed", "drill" or "restore".
+	Kind     string
+	State    string // "running", "done" or "stopped" (a restore cut short by an outage)
 	RunID    string
 	Resumed  bool
 	DryRun   bool
@@ -64,6 +66,7 @@ type ShutdownStatus struct {
 func (a *App) runShutdown(ctx context.Context, reason string) {
 	ctx = context.WithoutCancel(ctx)
 	a.log.Warn("starting the shutdown", "reason", reason)
+	a.beginRun(plan.RunShutdown)
 	p := a.freshPlan(ctx)
 	if p == nil {
 		a.log.Error("no plan could be built: nothing to shut down beyond the UPS steps")
@@ -72,7 +75,7 @@ func (a *App) runShutdown(ctx context.Context, reason string) {
 	rest, self := splitSelf(p)
 	est := p.Estimate(p.Caps)
 	a.setShutdown(func(s *ShutdownStatus) {
-		s.State, s.Started, s.Estimate = "running", a.opts.Now(), est.Makespan
+		s.State, s.Estimate = "running", est.Makespan
 		s.Steps = stepStatuses(p)
 	})
 	j, err := plan.OpenJournal(a.journalPath())
@@ -85,6 +88,7 @@ func (a *App) runShutdown(ctx context.Context, reason string) {
 	rep, err := plan.Execute(ctx, rest, a.fleet.Targets(), opts)
 	a.finishReport(rep, err)
 	a.afterGuests(ctx)
+	a.notifyRun(plan.RunShutdown, rep) // before the host carrying sundown goes
 	if self != nil {
 		rep, err = plan.Execute(ctx, self, a.fleet.Targets(), opts)
 		a.finishReport(rep, err)
@@ -314,9 +318,11 @@ func (a *App) freshPlan(ctx context.Context) *plan.Plan {
 }
 
 // PendingRun reports the ID of an unfinished shutdown in the journal.
+// Only a full shutdown is resumed: a drill or shed stage cut short by a
+// crash is left as it is (the next restore brings back what it stopped).
 func PendingRun(path string) (string, bool) {
 	rs, ok, err := plan.ReadPending(path)
-	if err != nil || !ok {
+	if err != nil || !ok || len(rs.Only) > 0 {
 		return "", false
 	}
 	return rs.ID, true

@@ -75,9 +75,17 @@ func drill(ctx context.Context, out io.Writer, log *slog.Logger, c *config.Confi
 	if !dryRun {
 		hooks = app.RunHook(c) // a real drill runs the hooks before its groups
 	}
-	rep, err := plan.Execute(ctx, p, fleet.Targets(), plan.ExecOptions{
-		DryRun: dryRun, Only: only, Log: log, OnEvent: pv.event, Hooks: hooks,
-	})
+	opts := plan.ExecOptions{DryRun: dryRun, Only: only, Log: log, OnEvent: pv.event, Hooks: hooks}
+	if !dryRun {
+		// Journaled, so that `sundown restore` brings the groups back.
+		j, err := plan.OpenJournal(app.JournalPath(c))
+		if err != nil {
+			return err
+		}
+		defer j.Close()
+		opts.Journal = j
+	}
+	rep, err := plan.Execute(ctx, p, fleet.Targets(), opts)
 	pv.close()
 	if err != nil {
 		return err

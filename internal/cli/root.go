@@ -49,6 +49,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// NewRoot returns sundown's root command with every subcommand, for tools
+// that document the command line (dist/deb's man page generator). The
+// daemon and tests use Main.
+func NewRoot(stdout, stderr io.Writer) *cobra.Command { return newRoot(stdout, stderr) }
+
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "sundown",
@@ -70,6 +75,10 @@ Start with:  sundown demo`,
 		newPlan(stdout, stderr),
 		newRun(stderr),
 		newDrill(stdout, stderr),
+		newRestore(stdout, stderr),
+		newStatus(stdout),
+		newTrigger(stdout),
+		newImport(stdout, stderr),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,12 @@ crash, the next start reads the journal and resumes the same run at once.`,
 				return err
 			}
 			log := newLogger(stderr, c.Log)
-			a, err := app.New(c, log, app.Options{Act: true})
+			var surface *operatorSurface
+			a, err := app.New(c, log, app.Options{Act: true, OnStep: func(e plan.Event) {
+				if surface != nil {
+					surface.obs.OnStep(e)
+				}
+			}})
 			if err != nil {
 				return err
 			}
@@ -48,8 +54,27 @@ crash, the next start reads the journal and resumes the same run at once.`,
 			} else if plan.HasErrors(problems) {
 				return &exitError{code: 2, err: errors.New("the shutdown plan has errors (all listed above); fix the config")}
 			}
+			if surface, err = newOperatorSurface(a, log); err != nil {
+				return err
+			}
+			// The API serves until the daemon returns, so the status page
+			// shows a shutdown that SIGTERM did not stop.
+			apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(cmd.Context()))
+			var apiDone chan error
+			if surface != nil {
+				apiDone = make(chan error, 1)
+				go func() { apiDone <- surface.serve(apiCtx) }()
+				log.Info("status page and API", "url", "http://"+surface.ln.Addr().String()+"/")
+			}
 			log.Info("sundown running", "ups", len(c.UPS), "targets", len(c.Targets), "journal", app.JournalPath(c))
-			return a.Run(cmd.Context())
+			sdNotify("READY=1")
+			err = a.Run(cmd.Context())
+			sdNotify("STOPPING=1")
+			stopAPI()
+			if apiDone != nil {
+				<-apiDone
+			}
+			return err
 		},
 	}
 	configFlag(cmd, &path)

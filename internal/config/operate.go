@@ -210,8 +210,12 @@ var (
 )
 
 func (c *Config) validateOperate(ps *problems, getenv func(string) string) {
-	if c.API.Listen != "off" {
-		checkAddress(c.API.Listen, "api.listen", ps)
+	if l := c.API.Listen; l != "off" {
+		if h, p, err := net.SplitHostPort(l); err == nil && p == "0" && h != "" {
+			// Port 0 picks a free port (tests; the log says which).
+		} else {
+			checkAddress(l, "api.listen", ps)
+		}
 	}
 	c.API.Token = readSecretKeys(c.API.TokenFile, c.API.TokenEnv, "token_file", "token_env", "api", ps, getenv)
 	if c.API.RatePerMin < 0 || c.API.Burst < 0 {
