@@ -147,27 +147,41 @@ shutdown:
 	if st := sim.PowerState("old-1"); st != "poweredOff" {
 		t.Errorf("old-1 (off before the outage) is %s after the restore", st)
 	}
-	// The order of the power-ons: every db before any app, every app
-	// before any web; the hosts before all of them.
+	// The order of the power-ons: each guest after its own host is up and
+	// out of maintenance; every db before any app, every app before any
+	// web.
+	vmHost := map[string]string{"web-1": "esx-01", "web-2": "esx-02", "app-1": "esx-01", "app-2": "esx-02", "db-1": "esx-02"}
+	hostReady := map[string]time.Time{}
 	span := map[string][2]time.Time{}
 	for _, st := range s.Shutdown.Steps {
-		if st.Outcome != plan.OutcomeDone || (st.Kind != "guest-on" && st.Kind != "host-on" && st.Kind != "host-exit-maint") {
+		if st.Outcome != plan.OutcomeDone {
 			continue
 		}
-		k := st.Group
-		if st.Kind == "host-on" || st.Kind == "host-exit-maint" {
-			k = "hosts"
+		switch st.Kind {
+		case "host-on", "host-exit-maint":
+			if st.End.After(hostReady[st.Name]) {
+				hostReady[st.Name] = st.End
+			}
+		case "guest-on":
+			sp, ok := span[st.Group]
+			if !ok || st.Start.Before(sp[0]) {
+				sp[0] = st.Start
+			}
+			if st.End.After(sp[1]) {
+				sp[1] = st.End
+			}
+			span[st.Group] = sp
 		}
-		sp, ok := span[k]
-		if !ok || st.Start.Before(sp[0]) {
-			sp[0] = st.Start
-		}
-		if st.End.After(sp[1]) {
-			sp[1] = st.End
-		}
-		span[k] = sp
 	}
-	for _, pair := range [][2]string{{"hosts", "db"}, {"db", "app"}, {"app", "web"}} {
+	for _, st := range s.Shutdown.Steps {
+		if st.Kind != "guest-on" || st.Outcome != plan.OutcomeDone {
+			continue
+		}
+		if h := hostReady[vmHost[st.Name]]; h.IsZero() || st.Start.Before(h) {
+			t.Errorf("%s started at %s, its host %s was ready at %s", st.Name, st.Start.Format("15:04:05.000"), vmHost[st.Name], h.Format("15:04:05.000"))
+		}
+	}
+	for _, pair := range [][2]string{{"db", "app"}, {"app", "web"}} {
 		a, b := span[pair[0]], span[pair[1]]
 		if a[1].IsZero() || b[0].IsZero() || a[1].After(b[0]) {
 			t.Errorf("%s ended %v, %s started %v: want %s first", pair[0], a[1].Format("15:04:05.000"), pair[1], b[0].Format("15:04:05.000"), pair[0])
