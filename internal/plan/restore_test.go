@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -120,11 +121,14 @@ func TestRestoreBringsTheSiteBackInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := len(f.Ops())
+		var mu sync.Mutex
 		woken := map[string]bool{}
 		hooks := RestoreHooks{
 			Of:     run.ID,
 			HostUp: hostUp(f),
 			Wake: func(_ context.Context, st Step) (bool, error) {
+				mu.Lock()
+				defer mu.Unlock()
 				woken[st.HostID] = true
 				f.BootHost(st.HostID, 40*s) // firmware and hypervisor boot
 				return true, nil
