@@ -34,8 +34,9 @@ type primary interface {
 	fsd(ctx context.Context) error
 }
 
-// pollVars are the variables read on every poll.
-var pollVars = []string{"ups.status", "battery.charge", "battery.runtime", "ups.load", "ups.alarm"}
+// pollVars are the variables read on every poll (one pipelined round trip;
+// the device names are for the status page).
+var pollVars = []string{"ups.status", "battery.charge", "battery.runtime", "ups.load", "ups.alarm", "device.mfr", "device.model"}
 
 // nutSource polls one UPS on upsd. With credentials it LOGINs and holds the
 // login for as long as it runs (the primary then waits for this site before
