@@ -12,6 +12,7 @@ import (
 
 	"github.com/sundown-ups/sundown/internal/config"
 	"github.com/sundown-ups/sundown/internal/plan"
+	"github.com/sundown-ups/sundown/internal/provider/sshconn"
 )
 
 // DefaultJournal is the journal of a default install.
@@ -211,8 +212,45 @@ func runHook(ctx context.Context, c *config.Config, s plan.Step) error {
 			return fmt.Errorf("hook %s: %s answered %s", h.Name, h.HTTP.URL, resp.Status)
 		}
 		return nil
+	case h.SSH != nil:
+		return runSSHHook(ctx, h)
 	}
 	return errors.New("hook " + s.Name + ": nothing to run")
+}
+
+// runSSHHook runs the hook's command over SSH: the host key must be in
+// known_hosts; exit 0 is success, anything else an error with the last
+// line of its output.
+func runSSHHook(ctx context.Context, h *config.Hook) error {
+	sh := h.SSH
+	ep, err := sshconn.NewEndpoint(sh.Address, sh.User, sh.KeyFile, sh.KnownHostsFile)
+	if err != nil {
+		return fmt.Errorf("hook %s: %w", h.Name, err)
+	}
+	client, err := ep.Dial(ctx, "hook", h.Name, func(err error) error { return sshconn.Failure(ctx, false, "hook", h.Name, err) })
+	if err != nil {
+		return fmt.Errorf("hook %s: %w", h.Name, err)
+	}
+	defer client.Close()
+	stop := context.AfterFunc(ctx, func() { client.Close() })
+	defer stop()
+	sess, err := client.NewSession()
+	if err != nil {
+		return fmt.Errorf("hook %s: session: %w", h.Name, err)
+	}
+	defer sess.Close()
+	out, err := sess.CombinedOutput(sh.Command)
+	if ctx.Err() != nil {
+		return fmt.Errorf("hook %s: %w", h.Name, ctx.Err())
+	}
+	switch x := sshconn.ExitOf(err); {
+	case err == nil:
+		return nil
+	case x.Dropped:
+		return fmt.Errorf("hook %s: the connection dropped before %q ended: %w", h.Name, sh.Command, err)
+	default:
+		return fmt.Errorf("hook %s: %q exited %d: %s", h.Name, sh.Command, x.Status, strings.TrimSpace(lastLine(string(out))))
+	}
 }
 
 func lastLine(s string) string {

@@ -164,6 +164,17 @@ type Hook struct {
 	Timeout Duration  `yaml:"timeout"` // default 60s
 	Exec    *ExecHook `yaml:"exec"`
 	HTTP    *HTTPHook `yaml:"http"`
+	SSH     *SSHHook  `yaml:"ssh"`
+}
+
+// SSHHook runs a command on another machine over SSH (known_hosts
+// required), e.g. to pause a backup server's jobs.
+type SSHHook struct {
+	Address        string `yaml:"address"`
+	User           string `yaml:"user"`
+	KeyFile        string `yaml:"key_file"`
+	KnownHostsFile string `yaml:"known_hosts_file"`
+	Command        string `yaml:"command"`
 }
 
 // ExecHook runs a local command (no shell).
@@ -390,11 +401,16 @@ func (c *Config) validateShutdown(ps *problems, getenv func(string) string) {
 		if h.Name == "" {
 			ps.add(p+".name", 0, "missing")
 		}
-		switch {
-		case h.Exec == nil && h.HTTP == nil:
-			ps.add(p, 0, "say what the hook does: add exec: or http:")
-		case h.Exec != nil && h.HTTP != nil:
-			ps.add(p, 0, "give exec: or http:, not both")
+		switch n := countSet(h.Exec != nil, h.HTTP != nil, h.SSH != nil); {
+		case n == 0:
+			ps.add(p, 0, "say what the hook does: add exec:, http: or ssh:")
+		case n > 1:
+			ps.add(p, 0, "give one of exec:, http:, ssh:")
+		case h.SSH != nil:
+			validateSSHConn(h.SSH.Address, h.SSH.User, h.SSH.KeyFile, h.SSH.KnownHostsFile, p+".ssh", ps)
+			if strings.TrimSpace(h.SSH.Command) == "" {
+				ps.add(p+".ssh.command", 0, "missing: the command to run")
+			}
 		case h.Exec != nil && len(h.Exec.Command) == 0:
 			ps.add(p+".exec.command", 0, "missing: the program and its arguments, as a list")
 		case h.HTTP != nil:
