@@ -40,7 +40,9 @@ shutdown:
     - {name: db, select: {names: ["db-*"]}}
 `)
 	r := start(t, c, true)
-	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool { return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1 })
+	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool {
+		return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1
+	})
 
 	srv.SetVars("ups", map[string]string{"ups.status": "OB DISCHRG", "battery.charge": "90", "battery.runtime": "3000"})
 	s := r.waitFor(t, "shed stage done", 30*time.Second, func(s app.Snapshot) bool {
@@ -97,7 +99,9 @@ shutdown:
     - {name: db, select: {names: ["db-*"]}}
 `)
 	r := start(t, c, true)
-	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool { return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1 })
+	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool {
+		return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1
+	})
 	srv.SetStatus("ups", "OB LB")
 	r.waitFor(t, "web down, db stopping", 20*time.Second, func(s app.Snapshot) bool {
 		return sim.PowerState("web-1") == "poweredOff" && s.Shutdown != nil && s.Shutdown.State == "running"

@@ -282,6 +282,32 @@ func (s *Server) NodeShutdowns() []string {
 	return slices.Clone(s.shutdowns)
 }
 
+// BootNode brings a node that was shut down back online, as Wake-on-LAN or
+// IPMI would when power returns: its guests stay stopped (the fake has no
+// start-at-boot), except HA-managed guests whose requested state is still
+// "started", which the HA stack starts. A node that is online (even one
+// still going down) is left alone.
+func (s *Server) BootNode(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.advance(now)
+	st, ok := s.nodes[name]
+	if !ok {
+		return fmt.Errorf("pvetest: boot node %q: no such node", name)
+	}
+	if st == "online" {
+		return nil
+	}
+	s.nodes[name] = "online"
+	for _, g := range s.guests {
+		if g.Node == name && g.haState == "started" && g.status == "stopped" {
+			s.haRestart(g, now)
+		}
+	}
+	return nil
+}
+
 // DenyNext makes the next power-management request on vmid fail with 403
 // Permission check failed (/vms/<vmid>, VM.PowerMgmt).
 func (s *Server) DenyNext(vmid int) {

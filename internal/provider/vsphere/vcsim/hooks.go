@@ -33,7 +33,7 @@ func (s *Sim) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 		case "ShutdownGuest":
 			if vm.spec.NoTools {
 				var state types.VirtualMachinePowerState
-				ctx.Map.WithLock(ctx, vm.obj, func() { state = vm.obj.Runtime.PowerState })
+				ctx.Map.WithLock(ctx, vm.ref, func() { state = vm.obj.Runtime.PowerState })
 				if state == types.VirtualMachinePowerStatePoweredOn {
 					return nil, &types.ToolsUnavailable{}
 				}
@@ -42,7 +42,7 @@ func (s *Sim) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 			return override(ctx, &guestVM{VirtualMachine: vm.obj, sim: s, vm: vm}), nil
 		case "PowerOnVM_Task":
 			var host types.HostSystemPowerState
-			ctx.Map.WithLock(ctx, vm.host.obj, func() { host = vm.host.obj.Runtime.PowerState })
+			ctx.Map.WithLock(ctx, vm.host.ref, func() { host = vm.host.obj.Runtime.PowerState })
 			if host != types.HostSystemPowerStatePoweredOn {
 				return nil, &types.InvalidHostState{Host: &vm.host.ref}
 			}
@@ -142,7 +142,7 @@ func (s *Sim) scheduleShutdown(vm *vmState, boot time.Time) {
 // it still runs the boot the request was made in.
 func (s *Sim) guestDown(vm *vmState, boot time.Time) {
 	ctx := s.owner()
-	s.model.Map().WithLock(ctx, vm.obj, func() {
+	s.model.Map().WithLock(ctx, vm.ref, func() {
 		if vm.obj.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || !bootTime(&vm.obj.VirtualMachine).Equal(boot) {
 			return
 		}
@@ -195,7 +195,7 @@ func (s *Sim) hostDown(h *hostState) {
 			continue
 		}
 		ctx := s.owner()
-		m.WithLock(ctx, vm.obj, func() {
+		m.WithLock(ctx, vm.ref, func() {
 			if vm.obj.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOff {
 				m.Update(ctx, vm.obj, poweredOff())
 			}

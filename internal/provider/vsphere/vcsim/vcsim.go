@@ -417,7 +417,7 @@ func (s *Sim) PowerState(vmName string) string {
 		return ""
 	}
 	var st types.VirtualMachinePowerState
-	s.withLock(vm.obj, func() { st = vm.obj.Runtime.PowerState })
+	s.withLock(vm.ref, func() { st = vm.obj.Runtime.PowerState })
 	return string(st)
 }
 
@@ -429,7 +429,7 @@ func (s *Sim) HostPowerState(host string) string {
 		return ""
 	}
 	var st types.HostSystemPowerState
-	s.withLock(h.obj, func() { st = h.obj.Runtime.PowerState })
+	s.withLock(h.ref, func() { st = h.obj.Runtime.PowerState })
 	return string(st)
 }
 
@@ -456,7 +456,7 @@ func (s *Sim) InMaintenance(host string) bool {
 		return false
 	}
 	var in bool
-	s.withLock(h.obj, func() { in = h.obj.Runtime.InMaintenanceMode })
+	s.withLock(h.ref, func() { in = h.obj.Runtime.InMaintenanceMode })
 	return in
 }
 
@@ -469,7 +469,7 @@ func (s *Sim) BootHost(host string) error {
 		return fmt.Errorf("vcsim: boot host %q: no such host", host)
 	}
 	ctx := s.owner()
-	s.model.Map().WithLock(ctx, h.obj, func() {
+	s.model.Map().WithLock(ctx, h.ref, func() {
 		if h.obj.Runtime.PowerState == types.HostSystemPowerStatePoweredOn {
 			return
 		}
@@ -536,6 +536,9 @@ func (s *Sim) owner() *simulator.Context {
 	return &simulator.Context{Context: context.Background(), Map: s.model.Map()}
 }
 
+// withLock runs f holding obj's lock. Pass a ManagedObjectReference: the
+// registry then finds the lock without reading the object, whose Self field
+// the hooks' wrappers rewrite (a data race the detector reports).
 func (s *Sim) withLock(obj mo.Reference, f func()) {
 	s.model.Map().WithLock(s.owner(), obj, f)
 }
