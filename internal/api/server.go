@@ -147,7 +147,15 @@ func New(d Daemon, a Actions, o Options) *Server {
 	m.HandleFunc("/api/v1/ack", s.postOnly(s.handleAck))
 	m.HandleFunc("/metrics", s.getOnly(s.handleMetrics))
 	m.HandleFunc("/assets/", s.getOnly(s.handleAsset))
-	m.HandleFunc("/", s.getOnly(s.handleRoot))
+	// Unknown paths are 404 whatever the method; only the page itself is
+	// GET-only.
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && r.URL.Path != "/index.html" {
+			s.handleRoot(w, r)
+			return
+		}
+		s.getOnly(s.handleRoot)(w, r)
+	})
 	s.mux = m
 	return s
 }

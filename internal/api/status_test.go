@@ -219,3 +219,21 @@ func TestReadmeExampleDecodes(t *testing.T) {
 		t.Errorf("README example differs from what the server sends (-server +readme):\n%s", diff)
 	}
 }
+
+// An unknown path is 404 whatever the method (not 405 "use GET", which
+// would send a caller to an endpoint that does not exist).
+func TestUnknownPathIs404ForAnyMethod(t *testing.T) {
+	s := New(newFakeDaemon(sampleSnapshot()), Actions{}, Options{})
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest(m, "/api/v1/shutdown", nil))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("%s /api/v1/shutdown: %d, want 404", m, rec.Code)
+		}
+	}
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d, want 405", rec.Code)
+	}
+}

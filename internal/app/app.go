@@ -334,7 +334,7 @@ func (a *App) Run(ctx context.Context) error {
 		now := a.opts.Now()
 		in := a.policyInput(now)
 		for _, e := range events {
-			a.log.Info("power event", "ups", e.UPS, "event", string(e.Type), "msg", e.Message)
+			a.log.Info("power event", "ups", e.UPS, "event", string(e.Type), "message", e.Message)
 			if a.opts.OnEvent != nil {
 				a.opts.OnEvent(e)
 			}

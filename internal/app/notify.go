@@ -121,7 +121,9 @@ func (a *App) notifyEvent(e power.Event, st *power.State) {
 	a.notify(m)
 }
 
-// notifyRun announces the end of a run: its summary and what failed.
+// notifyRun announces the end of a run: its summary, what failed, and
+// what it could not even try (targets unreachable when it was planned,
+// from the run's notes).
 func (a *App) notifyRun(kind string, rep *plan.Report) {
 	if rep == nil {
 		return
@@ -138,6 +140,18 @@ func (a *App) notifyRun(kind string, rep *plan.Report) {
 			done++
 		}
 	}
+	var notes []string
+	unreached := 0
+	if sh := a.Snapshot().Shutdown; sh != nil {
+		for _, n := range sh.Notes {
+			if strings.HasPrefix(n, "unreachable: ") {
+				unreached++
+				lines = append(lines, "- not reached: "+strings.TrimPrefix(n, "unreachable: "))
+			} else {
+				notes = append(notes, "- "+n)
+			}
+		}
+	}
 	typ, sev, what := NotifyShutdownDone, notify.SeverityInfo, "shutdown"
 	switch kind {
 	case plan.RunRestore:
@@ -147,19 +161,29 @@ func (a *App) notifyRun(kind string, rep *plan.Report) {
 	case plan.RunDrill:
 		what = "drill"
 	}
-	if failed > 0 {
+	if failed > 0 || unreached > 0 {
 		sev = notify.SeverityWarning
 	}
 	body := fmt.Sprintf("The %s (run %s) ended after %s: %d steps ended, %d failed.", what, rep.RunID,
 		rep.Ended.Sub(rep.Started).Round(1e9), done, failed)
-	if failed > 0 {
-		verb := "did not go down"
+	if unreached > 0 {
+		body += fmt.Sprintf(" %d target(s) could not be reached: their guests and hosts were not touched.", unreached)
+	}
+	if len(lines) > 0 {
+		verb := "was not done"
 		if kind == plan.RunRestore {
 			verb = "did not come back"
 		}
 		body += "\n\nWhat " + verb + ":\n" + strings.Join(lines, "\n")
 	}
-	a.notify(notify.Message{Type: typ, Severity: sev, Subject: fmt.Sprintf("%s done: %d failed", what, failed), Body: body})
+	if len(notes) > 0 {
+		body += "\n\nNotes:\n" + strings.Join(notes, "\n")
+	}
+	subject := fmt.Sprintf("%s done: %d failed", what, failed)
+	if unreached > 0 {
+		subject += fmt.Sprintf(", %d target(s) not reached", unreached)
+	}
+	a.notify(notify.Message{Type: typ, Severity: sev, Subject: subject, Body: body})
 }
 
 // notifyStep announces a failed step as it happens.

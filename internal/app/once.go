@@ -16,14 +16,19 @@ func ReadOnce(ctx context.Context, c *config.Config) []power.State {
 	for _, u := range c.UPS {
 		tr := power.NewTracker(u.Name, power.TrackerOptions{})
 		var src source
-		if u.NUT != nil {
+		switch {
+		case u.NUT != nil:
 			nu := *u.NUT
 			nu.Username = "" // a one-off read takes no login
 			uu := u
 			uu.NUT = &nu
 			src = newNUTSource(uu, time.Second, discard)
-		} else {
+		case u.Apcupsd != nil:
 			src = newApcupsdSource(u, time.Second)
+		default:
+			// A trigger UPS has no battery to read: it is whatever the
+			// last trigger said, on line until told otherwise.
+			src = newTriggerSource(u, time.Second)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		got := false

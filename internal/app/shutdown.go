@@ -113,6 +113,9 @@ func (a *App) finishReport(rep *plan.Report, err error) {
 		if s.RunID == "" {
 			s.RunID, s.Resumed = rep.RunID, rep.Resumed
 		}
+		if rep.JournalErr != "" {
+			s.Notes = append(s.Notes, "journal write failed (a restart could not resume this run): "+rep.JournalErr)
+		}
 	})
 	for _, f := range rep.Failed() {
 		a.log.Error("step failed", "step", f.Name, "key", f.Key, "err", f.Err)

@@ -930,8 +930,11 @@ func (r *stepRun) act(prov provider.Provider, a Action, deadline time.Time, sent
 			if err != nil {
 				return err
 			}
-			r.e.journal(&record{Type: recActionSent, Key: r.st.Key, Action: a.Kind.String()})
 		}
+		// Recorded again when resuming an accepted request: the
+		// action-start just written cleared it, and a third start must
+		// not ask the guest a second time.
+		r.e.journal(&record{Type: recActionSent, Key: r.st.Key, Action: a.Kind.String()})
 		err = r.retry(deadline, "WaitGuest", func(ctx context.Context) error { return prov.WaitGuest(ctx, id, provider.PowerOff) })
 	case Suspend:
 		err = r.retry(deadline, "SuspendGuest", func(ctx context.Context) error { return prov.SuspendGuest(ctx, id) })

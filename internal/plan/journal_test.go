@@ -462,6 +462,43 @@ func TestExecResumeMissingSteps(t *testing.T) {
 	})
 }
 
+// An accepted shutdown request survives any number of restarts: a resume
+// that is itself killed before the guest is off must not leave a journal
+// that makes the next resume ask again (found by the chaos suite).
+func TestExecResumeTwiceDoesNotAskAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fake.New(fake.Fleet{Guests: []fake.GuestSpec{{ID: "vm-1", ShutdownDelay: 30 * s}}})
+		defer f.Close()
+		j := openJournal(t, filepath.Join(t.TempDir(), "journal"))
+		defer j.Close()
+		pl := fleetPlan(t, f, nil)
+		// First life: the request is accepted, then the process dies.
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(5*s, cancel)
+		if _, err := Execute(ctx, pl, Targets{"vc": f}, ExecOptions{Journal: j, StopOnCancel: true}); err == nil {
+			t.Fatal("the first life was not stopped")
+		}
+		// Second life: resumed, killed again while waiting.
+		ctx, cancel = context.WithCancel(t.Context())
+		time.AfterFunc(5*s, cancel)
+		rep, _ := Execute(ctx, pl, Targets{"vc": f}, ExecOptions{Journal: j, StopOnCancel: true})
+		if rep == nil || !rep.Resumed {
+			t.Fatal("the second life did not resume")
+		}
+		// Third life: runs to the end.
+		rep = mustExecute(t, t.Context(), pl, Targets{"vc": f}, ExecOptions{Journal: j})
+		if !rep.Resumed {
+			t.Error("the third life did not resume")
+		}
+		if n := f.Calls(fake.OpShutdownGuest, "vm-1"); n != 1 {
+			t.Errorf("ShutdownGuest sent %d times over three lives, want once", n)
+		}
+		if r := result(t, rep, "guest:vc/vm-1"); r.Outcome != OutcomeDone {
+			t.Errorf("vm-1: %+v", r)
+		}
+	})
+}
+
 // A drill's pending run is not resumed by a real shutdown (and the other way
 // round).
 func TestExecResumeOnlySameKind(t *testing.T) {
