@@ -21,6 +21,9 @@
 set -u
 S="$ESXI_STATE"
 cmd="$SSH_ORIGINAL_COMMAND"
+# A host that is off answers nothing: power-off stops the listener, but a
+# connection accepted just before (on a loaded machine) must not find it up.
+if [ "$(cat "$S/host/power" 2>/dev/null)" = off ]; then kill -9 "$PPID"; exit 1; fi
 # A list "a ; b ; c" (what ESXi's ash runs in sequence) is answered part by
 # part; its status is the last part's.
 case "$cmd" in
