@@ -41,6 +41,9 @@ type dispatcher struct {
 
 	global *heapOf[dcand]
 	work   []int32 // released but not yet queued
+
+	// rank, when set, replaces the priority: higher first (see ranks).
+	rank []time.Duration
 }
 
 type dcand struct {
@@ -143,7 +146,21 @@ func newDispatcher(p *Plan, dur []time.Duration, instant []bool, perHost int) *d
 
 func (d *dispatcher) succOf(v int32) []int32 { return d.succ[d.succOff[v]:d.succOff[v+1]] }
 
-func (d *dispatcher) prio(x, y int32) bool { return d.bl[x] > d.bl[y] || (d.bl[x] == d.bl[y] && x < y) }
+func (d *dispatcher) prio(x, y int32) bool {
+	a, b := d.bl, d.bl
+	if d.rank != nil {
+		a, b = d.rank, d.rank
+	}
+	return a[x] > b[y] || (a[x] == b[y] && x < y)
+}
+
+// key is v's priority in the global queue (higher first).
+func (d *dispatcher) key(v int32) time.Duration {
+	if d.rank != nil {
+		return d.rank[v]
+	}
+	return d.bl[v]
+}
 
 // start queues the steps without dependencies; onInstant sees every
 // instant step as it completes (now and later).
@@ -164,8 +181,8 @@ func (d *dispatcher) offer(h int32) {
 	}
 	d.hostVer[h]++
 	top := d.hostQ[h].top()
-	key := d.bl[top]
-	if d.perHost > 0 {
+	key := d.key(top)
+	if d.perHost > 0 && d.rank == nil {
 		rest := d.bl[top] - d.dur[top]
 		key = max(key, rest+ceilDiv(d.hostWork[h], d.perHost))
 	}
@@ -189,7 +206,7 @@ func (d *dispatcher) release(onInstant func(v int32)) {
 			d.hostWork[h] += d.dur[v]
 			d.offer(h)
 		default:
-			d.global.push(dcand{v: v, host: -1, key: d.bl[v]})
+			d.global.push(dcand{v: v, host: -1, key: d.key(v)})
 		}
 	}
 }

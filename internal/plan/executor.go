@@ -484,6 +484,13 @@ func (e *executor) run() (*Report, error) {
 		dur[i] = p.Steps[i].Estimate
 	}
 	d := newDispatcher(p, dur, instant, e.caps.PerHost)
+	// Estimate's priorities (computed on the whole plan, as Estimate does),
+	// so that with durations as estimated the run follows its schedule.
+	slotless := make([]bool, n)
+	for i := range p.Steps {
+		slotless[i] = p.Steps[i].Kind == StepGroup
+	}
+	d.rank = p.ranks(dur, slotless, e.caps)
 	onInstant := func(v int32) { e.finishInstant(int(v)) }
 	d.start(onInstant)
 

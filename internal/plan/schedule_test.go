@@ -299,6 +299,16 @@ func TestRandomPlans(t *testing.T) {
 		sc := p.Estimate(spec.Caps)
 		checkSchedule(t, p, sc)
 		checkOrdering(t, spec, p, probs)
+		// The forward-backward passes never make the schedule worse than
+		// the dispatcher's own list schedule.
+		dur := make([]time.Duration, len(p.Steps))
+		slotless := make([]bool, len(p.Steps))
+		for i, st := range p.Steps {
+			dur[i], slotless[i] = max(st.Estimate, 0), st.Kind == StepGroup
+		}
+		if base := simulate(p, dur, slotless, spec.Caps.WithDefaults(), nil); sc.Makespan > base.makespan {
+			t.Fatalf("seed %d: Estimate's makespan %v is worse than the plain list schedule's %v", seed, sc.Makespan, base.makespan)
+		}
 		// Which declaration breaks a cycle depends on configuration order;
 		// everything else must not.
 		if !strings.Contains(problemsText(probs), "dependency cycle") {
