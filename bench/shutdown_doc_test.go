@@ -157,7 +157,7 @@ whose queued and running work needs longer to drain under its per-host cap
 the order the backward pass found) then tighten each tier's last wave. The
 executor dispatches in the resulting order, so with durations as estimated
 it reproduces Estimate's schedule, and with others it stays a list
-schedule in that order. Each tier ends within %.1f %% of its own bound.
+schedule in that order. Estimate ends %.1f %% above the tier-aware bound.
 `, r.CrowdedHost, thousands(r.CrowdedTierVMs), r.CrowdedTier, 100*(r.Estimate/r.TierBound-1))
 	if ratio > vsphereRatioTarget {
 		fmt.Fprintf(&b, `
