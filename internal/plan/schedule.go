@@ -49,8 +49,8 @@ type Schedule struct {
 // with a zero estimate still takes a slot for an instant (the executor
 // checks the live state), so it waits for a free slot like any other.
 //
-// It runs in O((V+E) log V) time for V steps and E dependencies (seven list
-// schedules: about 6 ms for 10,000 steps).
+// It runs in O((V+E) log V) time for V steps and E dependencies: seven list
+// schedules, about 50-100 ms for 10,000 steps on one core.
 func (p *Plan) Estimate(caps Caps) Schedule {
 	caps = caps.WithDefaults()
 	n := len(p.Steps)
