@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sundown-ups/sundown/internal/peer/ipmisim"
 	"net"
 	"os/exec"
 	"runtime"
@@ -41,9 +42,9 @@ func ctxT(t *testing.T) context.Context {
 // TestIPMISimPowerSequence drives the chassis through a restore and a
 // shutdown against the real ipmi_sim, checking what reached the chassis.
 func TestIPMISimPowerSequence(t *testing.T) {
-	sim := startIPMISim(t, false)
+	sim := ipmisim.Start(t, false)
 	ctx := ctxT(t)
-	b := newIPMI(t, sim.config(simOperator, simOperatorPass)) // operator is enough
+	b := newIPMI(t, simConfig(sim, ipmisim.Operator, ipmisim.OperatorPass)) // operator is enough
 
 	on, err := b.PowerStatus(ctx)
 	if err != nil || on {
@@ -99,9 +100,9 @@ func TestIPMISimPowerSequence(t *testing.T) {
 // library's keep-alive goroutine. The simulated users may hold 10 sessions
 // each, so 25 calls fail if sessions leak.
 func TestIPMISimSessionsAreClosed(t *testing.T) {
-	sim := startIPMISim(t, true)
+	sim := ipmisim.Start(t, true)
 	ctx := ctxT(t)
-	b := newIPMI(t, sim.config(simOperator, simOperatorPass))
+	b := newIPMI(t, simConfig(sim, ipmisim.Operator, ipmisim.OperatorPass))
 	before := runtime.NumGoroutine()
 	for i := range 25 {
 		if on, err := b.PowerStatus(ctx); err != nil || !on {
@@ -118,8 +119,8 @@ func TestIPMISimSessionsAreClosed(t *testing.T) {
 }
 
 func TestIPMISimAdministratorPrivilege(t *testing.T) {
-	sim := startIPMISim(t, true)
-	cfg := sim.config(simAdmin, simAdminPass)
+	sim := ipmisim.Start(t, true)
+	cfg := simConfig(sim, ipmisim.Admin, ipmisim.AdminPass)
 	cfg.Privilege = "administrator"
 	b := newIPMI(t, cfg)
 	if on, err := b.PowerStatus(ctxT(t)); err != nil || !on {
@@ -130,15 +131,15 @@ func TestIPMISimAdministratorPrivilege(t *testing.T) {
 // TestIPMISimAuthErrors checks that refused credentials are KindAuth, fail
 // fast, and never show the password.
 func TestIPMISimAuthErrors(t *testing.T) {
-	sim := startIPMISim(t, false)
+	sim := ipmisim.Start(t, false)
 	ctx := ctxT(t)
 	const wrong = "Wr0ng-Passw0rd"
 	for _, tc := range []struct{ name, user, pass string }{
-		{"wrong password", simOperator, wrong},
+		{"wrong password", ipmisim.Operator, wrong},
 		{"unknown user", "nobody", wrong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newIPMI(t, sim.config(tc.user, tc.pass))
+			b := newIPMI(t, simConfig(sim, tc.user, tc.pass))
 			start := time.Now()
 			err := b.PowerOn(ctx)
 			elapsed := time.Since(start)
@@ -175,8 +176,8 @@ func TestIPMISimAuthErrors(t *testing.T) {
 // account gets an operator session), so the test requests a user-level
 // session itself, which NewIPMI never does.
 func TestIPMISimPrivilegeTooLow(t *testing.T) {
-	sim := startIPMISim(t, false)
-	b := newIPMI(t, sim.config(simViewer, simViewerPass))
+	sim := ipmisim.Start(t, false)
+	b := newIPMI(t, simConfig(sim, ipmisim.Viewer, ipmisim.ViewerPass))
 	b.priv = types.PrivilegeLevelUser
 	ctx := ctxT(t)
 	if on, err := b.PowerStatus(ctx); err != nil || on {
@@ -194,7 +195,7 @@ func TestIPMISimPrivilegeTooLow(t *testing.T) {
 
 // TestIPMIUnreachable: a closed port on loopback is refused at once.
 func TestIPMIUnreachable(t *testing.T) {
-	b := newIPMI(t, IPMIConfig{Host: "127.0.0.1", Port: freeUDPPort(t), User: "op", Password: secret("s3cret-pw"), Timeout: 3 * time.Second})
+	b := newIPMI(t, IPMIConfig{Host: "127.0.0.1", Port: ipmisim.FreeUDPPort(t), User: "op", Password: secret("s3cret-pw"), Timeout: 3 * time.Second})
 	_, err := b.PowerStatus(ctxT(t))
 	if !errors.Is(err, ErrUnreachable) || !KindOf(err).Retryable() {
 		t.Fatalf("PowerStatus on a closed port: %v; want %v", err, ErrUnreachable)
@@ -229,13 +230,13 @@ func TestIPMISilentBMC(t *testing.T) {
 // sees what we did, and we see what it did.
 func TestIPMISimIpmitoolAgrees(t *testing.T) {
 	tool := peer.NeedBinary(t, "ipmitool", "apt-get install -y ipmitool")
-	sim := startIPMISim(t, false)
+	sim := ipmisim.Start(t, false)
 	ctx := ctxT(t)
-	b := newIPMI(t, sim.config(simOperator, simOperatorPass))
+	b := newIPMI(t, simConfig(sim, ipmisim.Operator, ipmisim.OperatorPass))
 	ipmitool := func(args ...string) string {
 		t.Helper()
 		base := []string{"-I", "lanplus", "-C", "3", "-L", "OPERATOR", "-H", sim.Host, "-p", strconv.Itoa(sim.Port),
-			"-U", simOperator, "-P", simOperatorPass}
+			"-U", ipmisim.Operator, "-P", ipmisim.OperatorPass}
 		// ipmitool complains on stderr that an operator session may not
 		// ask for HPM capabilities; only stdout is the answer.
 		var stderr strings.Builder
@@ -344,4 +345,9 @@ func TestClassifyIPMI(t *testing.T) {
 			t.Errorf("%s: classifyIPMI(%q) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
+}
+
+// simConfig is an IPMIConfig for the simulated BMC and a user.
+func simConfig(s *ipmisim.Sim, user, pass string) IPMIConfig {
+	return IPMIConfig{Host: s.Host, Port: s.Port, User: user, Password: secret(pass), Timeout: 5 * time.Second}
 }

@@ -1,4 +1,7 @@
-package wake
+// Package ipmisim starts OpenIPMI's ipmi_sim for tests: a real BMC on
+// 127.0.0.1 whose chassis is a shell script, so a test sees exactly which
+// chassis commands reached the "hardware" and can read the power state.
+package ipmisim
 
 import (
 	"bufio"
@@ -17,20 +20,21 @@ import (
 	"github.com/sundown-ups/sundown/internal/peer"
 )
 
-const ipmiSimBin = "/usr/bin/ipmi_sim"
+// Binary is the simulator the harness runs.
+const Binary = "/usr/bin/ipmi_sim"
 
 // Users every simulated BMC has. The viewer may log in but not control power.
 const (
-	simAdmin, simAdminPass       = "admin", "adm1n-s3cret"
-	simOperator, simOperatorPass = "oper", "op-s3cret"
-	simViewer, simViewerPass     = "viewer", "v1ew-s3cret"
+	Admin, AdminPass       = "admin", "adm1n-s3cret"
+	Operator, OperatorPass = "oper", "op-s3cret"
+	Viewer, ViewerPass     = "viewer", "v1ew-s3cret"
 )
 
-// ipmiSim is a real OpenIPMI ipmi_sim started by a test on 127.0.0.1. Its
+// Sim is a real OpenIPMI ipmi_sim started by a test on 127.0.0.1. Its
 // chassis is a shell script: "get power" answers from a state file, and
 // every "set" is appended to a record file, so a test sees exactly which
 // chassis commands reached the "hardware".
-type ipmiSim struct {
+type Sim struct {
 	Host   string
 	Port   int
 	dir    string
@@ -92,13 +96,14 @@ mc_add 0x20 0 no-device-sdrs 0x23 0x09 0x08 0x9f 0x1291 0xf02 persist_sdr
 mc_enable 0x20
 `
 
-// startIPMISim starts ipmi_sim with the chassis powered as given, waits
-// until it listens, and stops it by PID when the test ends.
-func startIPMISim(t *testing.T, powerOn bool) *ipmiSim {
+// Start starts ipmi_sim with the chassis powered as given, waits until it
+// listens, and stops it by PID when the test ends. It skips (fails with
+// SUNDOWN_REQUIRE_PEERS=1) when ipmi_sim is not installed.
+func Start(t testing.TB, powerOn bool) *Sim {
 	t.Helper()
-	bin := peer.NeedBinary(t, ipmiSimBin, "apt-get install -y openipmi")
+	bin := peer.NeedBinary(t, Binary, "apt-get install -y openipmi")
 	dir := t.TempDir()
-	s := &ipmiSim{Host: "127.0.0.1", dir: dir, exited: make(chan struct{})}
+	s := &Sim{Host: "127.0.0.1", dir: dir, exited: make(chan struct{})}
 
 	state := "0"
 	if powerOn {
@@ -109,10 +114,10 @@ func startIPMISim(t *testing.T, powerOn bool) *ipmiSim {
 	mustWrite(t, filepath.Join(dir, "power"), state+"\n", 0o644)
 	mustWrite(t, filepath.Join(dir, "record"), "", 0o644)
 
-	s.Port = freeUDPPort(t)
+	s.Port = FreeUDPPort(t)
 	conf := filepath.Join(dir, "lan.conf")
 	mustWrite(t, conf, fmt.Sprintf(lanConf, s.Port, script,
-		simAdmin, simAdminPass, simOperator, simOperatorPass, simViewer, simViewerPass), 0o600)
+		Admin, AdminPass, Operator, OperatorPass, Viewer, ViewerPass), 0o600)
 	emu := filepath.Join(dir, "sim.emu")
 	mustWrite(t, emu, simEmu, 0o644)
 	stateDir := filepath.Join(dir, "state")
@@ -147,20 +152,20 @@ func startIPMISim(t *testing.T, powerOn bool) *ipmiSim {
 	return s
 }
 
-func (s *ipmiSim) Write(p []byte) (int, error) {
+func (s *Sim) Write(p []byte) (int, error) {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	return s.log.Write(p)
 }
 
-func (s *ipmiSim) output() string {
+func (s *Sim) output() string {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	return s.log.String()
 }
 
 // stop ends the simulator by its PID: SIGTERM, then SIGKILL after 5s.
-func (s *ipmiSim) stop() {
+func (s *Sim) stop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
@@ -171,7 +176,7 @@ func (s *ipmiSim) stop() {
 }
 
 // Record returns the chassis "set" lines the script received, in order.
-func (s *ipmiSim) Record(t *testing.T) []string {
+func (s *Sim) Record(t testing.TB) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(s.dir, "record"))
 	if err != nil {
@@ -186,7 +191,7 @@ func (s *ipmiSim) Record(t *testing.T) []string {
 }
 
 // Power returns the chassis state file's content ("0" or "1").
-func (s *ipmiSim) Power(t *testing.T) string {
+func (s *Sim) Power(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(s.dir, "power"))
 	if err != nil {
@@ -195,19 +200,15 @@ func (s *ipmiSim) Power(t *testing.T) string {
 	return strings.TrimSpace(string(b))
 }
 
-func (s *ipmiSim) config(user, pass string) IPMIConfig {
-	return IPMIConfig{Host: s.Host, Port: s.Port, User: user, Password: secret(pass), Timeout: 5 * time.Second}
-}
-
-func mustWrite(t *testing.T, path, content string, mode os.FileMode) {
+func mustWrite(t testing.TB, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// freeUDPPort returns a loopback UDP port nothing listens on right now.
-func freeUDPPort(t *testing.T) int {
+// FreeUDPPort returns a loopback UDP port nothing listens on right now.
+func FreeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -222,7 +223,7 @@ func freeUDPPort(t *testing.T) int {
 
 // udpListening reports whether a UDP socket is bound to 127.0.0.1:port,
 // from /proc/net/udp (so readiness needs no IPMI traffic).
-func udpListening(t *testing.T, port int) bool {
+func udpListening(t testing.TB, port int) bool {
 	t.Helper()
 	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
@@ -235,4 +236,15 @@ func udpListening(t *testing.T, port int) bool {
 		}
 	}
 	return false
+}
+
+// SetPower sets the chassis state as the hardware would (a host that shut
+// itself down is off), without an IPMI command.
+func (s *Sim) SetPower(t testing.TB, on bool) {
+	t.Helper()
+	v := "0"
+	if on {
+		v = "1"
+	}
+	mustWrite(t, filepath.Join(s.dir, "power"), v+"\n", 0o644)
 }
