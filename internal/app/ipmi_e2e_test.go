@@ -41,7 +41,9 @@ targets:
       - {host: esx-01, ipmi: {host: 127.0.0.1, port: `+fmt.Sprint(bmc.Port)+`, user: `+ipmisim.Operator+`, password_file: "`+pass+`"}}
 `)
 	r := start(t, c, true)
-	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool { return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1 })
+	r.waitFor(t, "plan", 20*time.Second, func(s app.Snapshot) bool {
+		return s.Plan != nil && s.Plan.Steps > 0 && len(s.UPS) > 0 && s.UPS[0].Comm == 1
+	})
 	srv.SetStatus("ups", "OB LB")
 	r.waitFor(t, "shutdown done", 30*time.Second, func(s app.Snapshot) bool {
 		return s.Shutdown != nil && s.Shutdown.Kind == "shutdown" && s.Shutdown.State == "done"
