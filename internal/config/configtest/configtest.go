@@ -23,6 +23,7 @@ var exampleFiles = map[string]string{
 	"ca_file":          "",
 	"password_file":    "example-secret\n",
 	"secret_file":      "example-secret\n",
+	"token_file":       "example-token\n",
 }
 
 // fileKeyRE finds "KEY_file: VALUE" in block and flow style, the value
