@@ -88,7 +88,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantKeys := map[string][]string{
-		"":         {"api_version", "at", "channels", "decision", "events", "plan", "shutdown", "ups"},
+		"":         {"api_version", "at", "channels", "decision", "events", "plan", "restore", "shutdown", "ups"},
 		"ups":      {"charge_percent", "comm", "comm_since", "critical", "critical_in_s", "last_seen", "load_percent", "low_battery", "model", "name", "on_battery", "on_battery_since", "on_line", "power_value", "reached", "replace_battery", "runtime_s", "status", "summary", "supplying", "verdict"},
 		"decision": {"eta_if", "eta_reason", "eta_s", "kind", "min_supplies", "reasons", "summary", "supply"},
 		"plan":     {"built", "lower_bound_s", "makespan_s", "problems", "steps", "targets"},
@@ -144,7 +144,7 @@ func TestStatusOfEmptySnapshot(t *testing.T) {
 	}
 	// Lists are [] and unknowns null, never missing: clients need no
 	// special cases.
-	want := `{"api_version":1,"at":"2026-03-14T09:26:53Z","ups":[],"decision":{"kind":"none","summary":"ok","reasons":[],"eta_s":null,"supply":0,"min_supplies":0},"plan":null,"shutdown":null,"events":[],"channels":[]}`
+	want := `{"api_version":1,"at":"2026-03-14T09:26:53Z","ups":[],"decision":{"kind":"none","summary":"ok","reasons":[],"eta_s":null,"supply":0,"min_supplies":0},"plan":null,"shutdown":null,"restore":null,"events":[],"channels":[]}`
 	if string(b) != want {
 		t.Errorf("empty status\n got %s\nwant %s", b, want)
 	}

@@ -26,6 +26,7 @@ type Status struct {
 	Decision   Decision        `json:"decision"`
 	Plan       *Plan           `json:"plan"`     // null before the first plan, or without targets
 	Shutdown   *Shutdown       `json:"shutdown"` // null until a shutdown or drill ran
+	Restore    *Restore        `json:"restore"`  // null unless something that went down has not come back
 	Events     []Event         `json:"events"`   // newest first, at most MaxStatusEvents
 	Channels   []ChannelHealth `json:"channels"` // notification channels; [] without any
 }
@@ -91,6 +92,14 @@ type Plan struct {
 	Built             time.Time `json:"built,omitzero"`
 	// Targets says whether the last discovery reached each target.
 	Targets []Target `json:"targets"`
+}
+
+// Restore is a restore that is due.
+type Restore struct {
+	// Auto: the daemon starts it by itself once Waiting is empty.
+	Auto bool `json:"auto"`
+	// Waiting is the condition not met yet, "" when it can run (or runs).
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Target is one configured target as the last discovery saw it.
@@ -195,6 +204,9 @@ func StatusOf(s app.Snapshot, channels []ChannelHealth) Status {
 	}
 	if s.Shutdown != nil {
 		st.Shutdown = shutdownOf(s.Shutdown, s.At)
+	}
+	if r := s.Restore; r != nil {
+		st.Restore = &Restore{Auto: r.Auto, Waiting: r.Waiting}
 	}
 	evs := s.Events
 	if len(evs) > MaxStatusEvents {

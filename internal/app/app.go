@@ -31,6 +31,20 @@ type Snapshot struct {
 	Plan *PlanInfo
 	// Shutdown is the shutdown in progress or done (nil before).
 	Shutdown *ShutdownStatus
+	// Restore says whether a restore is due and what it waits for (nil
+	// when nothing is to be restored).
+	Restore *RestoreStatus
+}
+
+// RestoreStatus is a restore that is due: what went down has not come
+// back yet.
+type RestoreStatus struct {
+	// Auto: the daemon starts it by itself (restore.auto); otherwise it
+	// waits for `sundown restore`.
+	Auto bool
+	// Waiting is the condition not met yet ("UPS rack: on line power for
+	// 40 s of 300 s"); "" once it runs.
+	Waiting string
 }
 
 // PlanInfo summarizes the plan the daemon would run now.
@@ -372,6 +386,7 @@ func (a *App) Run(ctx context.Context) error {
 				a.runShed(srcCtx, st, why)
 			})
 		}
+		a.showRestore(needRestore && restoreDone == nil, *a.cfg.Restore.Auto, in.States, rule, now)
 		if needRestore && restoreDone == nil && shedRunning == 0 && *a.cfg.Restore.Auto {
 			if ok, why := policy.RestoreReady(a.pcfg, rule, in.States, now); ok {
 				rctx, cancel := context.WithCancel(srcCtx)
@@ -385,6 +400,28 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// showRestore keeps the snapshot's restore status current: due or not,
+// and what it waits for.
+func (a *App) showRestore(due, auto bool, states []power.State, rule policy.RestoreRule, now time.Time) {
+	var rs *RestoreStatus
+	if due {
+		rs = &RestoreStatus{Auto: auto}
+		if ok, why := policy.RestoreReady(a.pcfg, rule, states, now); !ok {
+			rs.Waiting = why
+		}
+		if !auto {
+			rs.Waiting = "restore.auto is off: run sundown restore"
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if (rs == nil) == (a.snap.Restore == nil) && (rs == nil || *rs == *a.snap.Restore) {
+		return
+	}
+	a.snap.Restore = rs
+	a.sendLocked()
 }
 
 // restoreDue reports whether the journal holds a shutdown or shed stage
@@ -465,7 +502,7 @@ func (a *App) sendLocked() {
 }
 
 func (a *App) snapshotLocked(now time.Time, d policy.Decision) Snapshot {
-	s := Snapshot{At: now, Decision: d, Events: a.snap.Events, Plan: a.snap.Plan, Shutdown: a.snap.Shutdown}
+	s := Snapshot{At: now, Decision: d, Events: a.snap.Events, Plan: a.snap.Plan, Shutdown: a.snap.Shutdown, Restore: a.snap.Restore}
 	for _, tr := range a.trackers {
 		s.UPS = append(s.UPS, tr.State())
 	}

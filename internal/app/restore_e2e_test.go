@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,6 +133,9 @@ shutdown:
 	if len(nic.woken()) != 0 {
 		t.Fatal("restore started with the battery below restore.min_charge")
 	}
+	r.waitFor(t, "the restore shown as waiting for the charge", 5*time.Second, func(s app.Snapshot) bool {
+		return s.Restore != nil && s.Restore.Auto && strings.Contains(s.Restore.Waiting, "battery charge 30 % below 50 %")
+	})
 	srv.SetVars("ups", map[string]string{"ups.status": "OL CHRG", "battery.charge": "80"})
 	s := r.waitFor(t, "restore done", 60*time.Second, func(s app.Snapshot) bool {
 		return s.Shutdown != nil && s.Shutdown.Kind == "restore" && s.Shutdown.State == "done"
@@ -190,6 +194,7 @@ shutdown:
 	if sim.InMaintenance("esx-01") || sim.InMaintenance("esx-02") {
 		t.Error("a host is still in maintenance mode after the restore")
 	}
+	r.waitFor(t, "no restore due any more", 5*time.Second, func(s app.Snapshot) bool { return s.Restore == nil })
 	runs, err := plan.ReadUnrestored(app.JournalPath(c))
 	if err != nil || len(runs) != 0 {
 		t.Errorf("journal after the restore: %d unrestored runs (%v)", len(runs), err)

@@ -108,6 +108,16 @@ func printStatus(w io.Writer, st api.Status) int {
 			fmt.Fprintf(w, "%s notify %-9s up\n", mark(true), ch.Name)
 		}
 	}
+	if r := st.Restore; r != nil {
+		what := "starting"
+		switch {
+		case r.Waiting != "":
+			what = "waiting — " + r.Waiting
+		case !r.Auto:
+			what = "run sundown restore"
+		}
+		fmt.Fprintf(w, "%s restore due: %s\n", mark(false), what)
+	}
 	if sh := st.Shutdown; sh != nil {
 		fmt.Fprintf(w, "last run: %s %s (%d done, %d failed, %d running)\n", sh.Kind, sh.State,
 			sh.Counts["done"], sh.Counts["failed"], sh.Counts["running"])

@@ -126,6 +126,10 @@
     var reasons = d.reasons.length ? d.reasons.map(function (r) { return el("li", null, r); })
       : [el("li", { "class": "empty" }, "Nothing to report: every UPS supplies power.")];
     parts.push(el("ul", { "class": "reasons" }, reasons));
+    if (s.restore) {
+      parts.push(el("p", { "class": "restore" }, el("strong", null, "Restore due: "),
+        s.restore.waiting ? "waiting — " + s.restore.waiting : (s.restore.auto ? "starting" : "run sundown restore")));
+    }
     replace("decision", parts);
   }
 
