@@ -20,6 +20,8 @@ import (
 	"github.com/sundown-ups/sundown/internal/nut"
 	"github.com/sundown-ups/sundown/internal/plan"
 	"github.com/sundown-ups/sundown/internal/provider"
+	"github.com/sundown-ups/sundown/internal/provider/proxmox"
+	"github.com/sundown-ups/sundown/internal/provider/ssh"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere"
 )
 
@@ -57,13 +59,16 @@ type CheckResult struct {
 // Check verifies a site without the daemon: every UPS (the connection, TLS,
 // the login and, for a primary, the PRIMARY right; the variables sundown
 // reads; the UPS command), every target (connect, credentials, inventory
-// and, for vSphere, the privileges the plan needs on its VMs and hosts) and
+// and the rights the plan needs: for vSphere the privileges on its VMs and
+// hosts, for Proxmox the API token's privileges on its guests and nodes,
+// for an SSH host — also a libvirt host_ssh — whether sudo allows the
+// shutdown command, asked with `sudo -n -l`, which never runs it) and
 // the plan (its problems, and whether its estimate fits the battery). UPS
 // and target checks run concurrently, each bounded by opts.Timeout. Results
 // come in config order: the UPSes, the targets, then the plan.
 //
 // Check changes nothing: it never sends FSD, SET or INSTCMD, never powers
-// anything, and it releases every NUT LOGIN it takes (LOGOUT, then the
+// anything, never runs a shutdown command, and it releases every NUT LOGIN it takes (LOGOUT, then the
 // connection closes) before it returns.
 func Check(ctx context.Context, c *config.Config, log *slog.Logger, opts CheckOptions) []CheckResult {
 	if opts.Timeout <= 0 {
@@ -115,14 +120,26 @@ func Check(ctx context.Context, c *config.Config, log *slog.Logger, opts CheckOp
 	p, problems := plan.Build(Spec(c, invs, opts.History))
 
 	for i, t := range c.Targets {
-		vs, ok := conns[i].p.(*vsphere.Provider)
-		if !ok {
+		var check func(context.Context)
+		switch tp := conns[i].p.(type) {
+		case *vsphere.Provider:
+			check = func(ctx context.Context) { checkPrivileges(ctx, tp, t, conns[i].inv, p, &out[nu+i]) }
+		case *proxmox.Provider:
+			check = func(ctx context.Context) { checkProxmoxPrivileges(ctx, tp, t, conns[i].inv, p, &out[nu+i]) }
+		case *ssh.Provider:
+			check = func(ctx context.Context) { checkSSHCommand(ctx, tp, t, *t.SSH, p, &out[nu+i]) }
+		case hostOverSSH:
+			if sp, ok := tp.host.(*ssh.Provider); ok && t.Libvirt != nil && t.Libvirt.HostSSH != nil {
+				check = func(ctx context.Context) { checkSSHCommand(ctx, sp, t, *t.Libvirt.HostSSH, p, &out[nu+i]) }
+			}
+		}
+		if check == nil {
 			continue
 		}
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 			defer cancel()
-			checkPrivileges(cctx, vs, t, conns[i].inv, p, &out[nu+i])
+			check(cctx)
 		})
 	}
 	wg.Wait()
@@ -712,6 +729,214 @@ func entities(ids []string, one, many string, names map[string]string) string {
 		}
 	}
 	return s + " (" + strings.Join(shown, ", ") + ")"
+}
+
+// ---- Proxmox privileges ----
+
+// proxmoxNeeds lists the guests the plan acts on (shutdown, power off,
+// suspend; the restore starts them again) and the nodes it shuts down on
+// target.
+func proxmoxNeeds(p *plan.Plan, target string) (guests, nodes []string) {
+	for _, st := range p.Steps {
+		if st.Target != target {
+			continue
+		}
+		switch st.Kind {
+		case plan.StepGuest:
+			for _, a := range st.Chain {
+				if (a.Kind == plan.Shutdown || a.Kind == plan.PowerOff || a.Kind == plan.Suspend) && !slices.Contains(guests, st.GuestID) {
+					guests = append(guests, st.GuestID)
+				}
+			}
+		case plan.StepHostShutdown:
+			if st.HostID != "" && !slices.Contains(nodes, st.HostID) {
+				nodes = append(nodes, st.HostID)
+			}
+		}
+	}
+	return guests, nodes
+}
+
+// checkProxmoxPrivileges asks Proxmox VE which privileges the API token
+// holds where the plan acts, and updates res.
+func checkProxmoxPrivileges(ctx context.Context, pv *proxmox.Provider, t config.Target, inv provider.Inventory, p *plan.Plan, res *CheckResult) {
+	guests, nodes := proxmoxNeeds(p, t.Name)
+	if len(guests)+len(nodes) == 0 {
+		res.What += "; the plan does nothing on it, so no privilege to verify"
+		return
+	}
+	req, err := pv.RequiredPrivileges(ctx, guests, nodes)
+	var missing []proxmox.Grant
+	if err == nil {
+		missing, err = pv.MissingPrivileges(ctx, req)
+	}
+	if err != nil {
+		res.Warn = true
+		res.What += "; the privileges could not be verified: " + err.Error()
+		user, tok, _ := strings.Cut(t.Proxmox.TokenID, "!")
+		res.Fix = joinFix(res.Fix, fmt.Sprintf("verify by hand (`pveum user token permissions %s %s`) that the token has VM.PowerMgmt on the guests' /vms/{vmid}%s (see the proxmox provider's README)",
+			user, shq(tok), nodeHint(nodes)))
+		return
+	}
+	names := map[string]string{}
+	for _, g := range inv.Guests {
+		names[g.ID] = g.Name
+	}
+	if len(missing) == 0 {
+		res.What += "; privileges verified: " + describeGrants(req, nil)
+		return
+	}
+	res.OK = false
+	res.What += "; MISSING privileges: " + describeGrants(missing, names)
+	res.Fix = joinFix(proxmoxFix(t.Proxmox.TokenID, missing), res.Fix)
+}
+
+func nodeHint(nodes []string) string {
+	if len(nodes) == 0 {
+		return ""
+	}
+	return " and Sys.PowerMgmt on /nodes/{node}"
+}
+
+// describeGrants renders grants as "VM.PowerMgmt on /vms/101 (web), …";
+// without names it counts: "VM.PowerMgmt on 3 guests, Sys.PowerMgmt on 1
+// node, Sys.Console on / (2 HA guests)".
+func describeGrants(gs []proxmox.Grant, names map[string]string) string {
+	if names == nil {
+		type agg struct{ guests, nodes, root int }
+		byPriv := map[string]*agg{}
+		var order []string
+		for _, g := range gs {
+			for _, pr := range g.Privileges {
+				a := byPriv[pr]
+				if a == nil {
+					a = &agg{}
+					byPriv[pr] = a
+					order = append(order, pr)
+				}
+				switch {
+				case g.Path == "/":
+					a.root += len(g.For)
+				case strings.HasPrefix(g.Path, "/nodes/"):
+					a.nodes++
+				default:
+					a.guests++
+				}
+			}
+		}
+		var parts []string
+		for _, pr := range order {
+			a := byPriv[pr]
+			switch {
+			case a.root > 0:
+				parts = append(parts, fmt.Sprintf("%s on / (%d HA %s)", pr, a.root, plural(a.root, "guest", "guests")))
+			case a.nodes > 0:
+				parts = append(parts, fmt.Sprintf("%s on %d %s", pr, a.nodes, plural(a.nodes, "node", "nodes")))
+			default:
+				parts = append(parts, fmt.Sprintf("%s on %d %s", pr, a.guests, plural(a.guests, "guest", "guests")))
+			}
+		}
+		return strings.Join(parts, ", ")
+	}
+	var parts []string
+	for i, g := range gs {
+		if i == 8 {
+			parts = append(parts, fmt.Sprintf("and %d more paths", len(gs)-8))
+			break
+		}
+		var who []string
+		for _, f := range g.For {
+			if n := names[f]; n != "" {
+				who = append(who, n)
+			} else {
+				who = append(who, f)
+			}
+		}
+		s := strings.Join(g.Privileges, ", ") + " on " + g.Path
+		if g.Path == "/" {
+			s += " (to set the HA state of " + strings.Join(who, ", ") + ")"
+		} else {
+			s += " (" + strings.Join(who, ", ") + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// proxmoxFix gives the pveum commands that grant what is missing.
+func proxmoxFix(token string, missing []proxmox.Grant) string {
+	var vms []string
+	var cmds []string
+	custom := map[string]bool{}
+	for _, m := range missing {
+		if strings.HasPrefix(m.Path, "/vms/") && len(m.Privileges) == 1 && m.Privileges[0] == proxmox.PrivVMPowerMgmt {
+			vms = append(vms, m.Path)
+			continue
+		}
+		for _, pr := range m.Privileges {
+			custom[pr] = true
+		}
+		cmds = append(cmds, fmt.Sprintf("`pveum acl modify %s --tokens %s --roles Sundown`", m.Path, shq(token)))
+	}
+	if len(vms) > 3 {
+		vms = []string{"/vms"} // propagates to every guest
+	}
+	var vmCmds []string
+	for _, path := range vms {
+		vmCmds = append(vmCmds, fmt.Sprintf("`pveum acl modify %s --tokens %s --roles PVEVMUser`", path, shq(token)))
+	}
+	cmds = append(vmCmds, cmds...)
+	out := "grant the API token " + token + " what it lacks: " + strings.Join(cmds, "; ")
+	if len(custom) > 0 {
+		var privs []string
+		for _, pr := range []string{proxmox.PrivVMPowerMgmt, proxmox.PrivSysPowerMgmt, proxmox.PrivSysConsole} {
+			if custom[pr] {
+				privs = append(privs, pr)
+			}
+		}
+		out += fmt.Sprintf(" (first `pveum role add Sundown --privs \"%s\"`, or add them to the token's role)", strings.Join(privs, " "))
+	}
+	return out + "; with privilege separation the token's user needs them too"
+}
+
+// shq quotes s for a POSIX shell.
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// ---- SSH shutdown command ----
+
+// checkSSHCommand asks the host whether its shutdown command may run
+// (`sudo -n -l`, which never runs it) when the plan shuts the host down,
+// and updates res.
+func checkSSHCommand(ctx context.Context, sp *ssh.Provider, t config.Target, h config.SSHHost, p *plan.Plan, res *CheckResult) {
+	shuts := false
+	for _, st := range p.Steps {
+		if st.Target == t.Name && st.Kind == plan.StepHostShutdown {
+			shuts = true
+		}
+	}
+	if !shuts {
+		res.What += "; the plan does not shut the host down, so its shutdown command is not checked"
+		return
+	}
+	cc, err := sp.CheckCommand(ctx)
+	if err != nil {
+		res.Warn = true
+		res.What += "; the shutdown command could not be checked: " + err.Error()
+		res.Fix = joinFix(res.Fix, fmt.Sprintf("check by hand on %s that %s may run `%s` without a password", h.Address, h.User, cc.Command))
+		return
+	}
+	switch cc.Verdict {
+	case ssh.Allowed:
+		res.What += fmt.Sprintf("; shutdown command `%s` allowed (`%s`: %s)", cc.Command, cc.Probe, strings.TrimPrefix(cc.Detail, "sudo allows it without a password: "))
+	case ssh.Refused:
+		res.OK = false
+		res.What += fmt.Sprintf("; shutdown command `%s` REFUSED: %s", cc.Command, cc.Detail)
+		res.Fix = joinFix(fmt.Sprintf("on %s add the sudoers rule `%s` (`visudo -f /etc/sudoers.d/sundown`)", h.Address, cc.Sudoers), res.Fix)
+	default:
+		res.Warn = true
+		res.What += fmt.Sprintf("; shutdown command `%s` cannot be verified without running it: %s", cc.Command, cc.Detail)
+		res.Fix = joinFix(res.Fix, fmt.Sprintf("make sure %s may run `%s` on %s (try it by hand in a maintenance window)", h.User, cc.Command, h.Address))
+	}
 }
 
 // ---- plan ----

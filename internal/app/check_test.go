@@ -24,7 +24,9 @@ import (
 	"github.com/sundown-ups/sundown/internal/apcupsd/nistest"
 	"github.com/sundown-ups/sundown/internal/app"
 	"github.com/sundown-ups/sundown/internal/nut/nuttest"
+	"github.com/sundown-ups/sundown/internal/peer/sshd"
 	"github.com/sundown-ups/sundown/internal/provider/proxmox/pvetest"
+	"github.com/sundown-ups/sundown/internal/provider/ssh/sshtest"
 	"github.com/sundown-ups/sundown/internal/provider/vsphere/vcsim"
 )
 
@@ -474,7 +476,11 @@ func TestCheckProxmox(t *testing.T) {
 		t.Error("the secret appears in the result")
 	}
 	res = check(t, yml("PVE_GOOD"), 10*time.Second)
-	wantResult(t, res[1], true, false, []string{"Proxmox API token sundown@pve!check accepted", "1 guest on 1 host"}, nil)
+	wantResult(t, res[1], true, false, []string{"Proxmox API token sundown@pve!check accepted", "1 guest on 1 host",
+		"privileges verified: VM.PowerMgmt on 1 guest"}, nil)
+	if pve.Calls("GET /access/permissions") == 0 {
+		t.Error("the token's privileges were not asked")
+	}
 	for _, call := range []string{"POST /nodes/*/qemu/*/status/*", "POST /nodes/*/lxc/*/status/*", "POST /nodes/*/status"} {
 		if n := pve.Calls(call); n != 0 {
 			t.Errorf("the check sent %d %s", n, call)
@@ -625,5 +631,113 @@ func TestCheckVSphereMissingPrivileges(t *testing.T) {
 		if strings.Contains(name, "Power") || strings.Contains(name, "Shutdown") || strings.Contains(name, "Maintenance") || strings.Contains(name, "Suspend") {
 			t.Errorf("the check called %s %d times", name, n)
 		}
+	}
+}
+
+// ---- missing Proxmox privileges, end to end ----
+
+// pveActs lists the requests to the fake that change something.
+func pveActs(pve *pvetest.Server) map[string]int {
+	out := map[string]int{}
+	for _, c := range []string{"POST /nodes/*/qemu/*/status/*", "POST /nodes/*/lxc/*/status/*", "POST /nodes/*/status",
+		"PUT /cluster/ha/resources/*", "POST /cluster/ha/*", "DELETE *", "PUT /access/*", "POST /access/*"} {
+		if n := pve.Calls(c); n > 0 {
+			out[c] = n
+		}
+	}
+	return out
+}
+
+// A token that lacks VM.PowerMgmt on one VM, Sys.PowerMgmt on the node and
+// Sys.Console (for the HA guest): the check fails, names each privilege
+// and path, and gives the pveum commands; nothing is changed.
+func TestCheckProxmoxMissingPrivileges(t *testing.T) {
+	pve, err := pvetest.NewServer(pvetest.Fleet{
+		Nodes: []pvetest.Node{{Name: "pve1"}},
+		Guests: []pvetest.Guest{
+			{Node: "pve1", VMID: 101, Name: "app", Running: true},
+			{Node: "pve1", VMID: 102, Name: "db", Running: true},
+			{Node: "pve1", VMID: 103, Name: "dc", Running: true, HA: true},
+		},
+		Token: "sundown@pve!check=right-secret",
+		ACL: []pvetest.ACL{
+			{Path: "/", Propagate: true, Privileges: []string{"VM.Audit", "VM.Monitor", "Sys.Audit", "VM.PowerMgmt"}},
+			{Path: "/vms/102", Privileges: []string{"VM.Audit", "VM.Monitor"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pve.Close)
+	srv := newNUT(t)
+	t.Setenv("PVE_GOOD", "right-secret")
+	res := check(t, upsYAML(srv.Addr(), "ups: ups")+"targets:\n  - name: pve\n    proxmox: {url: \""+pve.URL()+
+		"\", token_id: \"sundown@pve!check\", secret_env: PVE_GOOD, ca_file: \""+pve.CAFile()+"\"}\n    hosts: {shutdown: true}\n", 10*time.Second)
+	wantResult(t, res[1], false, false,
+		[]string{"3 guests on 1 host", "MISSING privileges: Sys.Console on / (to set the HA state of dc), Sys.PowerMgmt on /nodes/pve1 (pve1), VM.PowerMgmt on /vms/102 (db)"},
+		[]string{"pveum acl modify /vms/102 --tokens 'sundown@pve!check' --roles PVEVMUser",
+			"pveum acl modify / --tokens 'sundown@pve!check' --roles Sundown",
+			"pveum acl modify /nodes/pve1 --tokens 'sundown@pve!check' --roles Sundown",
+			`pveum role add Sundown --privs "Sys.PowerMgmt Sys.Console"`})
+	if strings.Contains(res[1].What, "/vms/101") {
+		t.Errorf("a granted path is reported missing: %s", res[1].What)
+	}
+	if n := pve.Calls("GET /access/permissions"); n != 5 {
+		t.Errorf("%d permission queries, want 5 (/, /nodes/pve1, /vms/101..103)", n)
+	}
+	if acts := pveActs(pve); len(acts) > 0 {
+		t.Errorf("the check changed something: %v", acts)
+	}
+	for _, id := range []int{101, 102, 103} {
+		if g, _ := pve.State(id); g.Status != "running" || (id == 103 && g.HAState != "started") {
+			t.Errorf("guest %d after the check: %+v", id, g)
+		}
+	}
+}
+
+// ---- SSH shutdown commands, end to end ----
+
+// Three hosts over SSH, each sshd answering `sudo -n -l` like sudo: one
+// whose sudoers lacks the rule, one that has it, and a Windows host whose
+// command cannot be checked. Nothing but `sudo -n -l` (and a `command -v`
+// lookup) is ever sent.
+func TestCheckSSHShutdownCommand(t *testing.T) {
+	refused := sshd.Start(t, sshd.Options{Emulate: sshtest.Sudo()})
+	allowed := sshd.Start(t, sshd.Options{Emulate: sshtest.Sudo("root /usr/bin/systemctl poweroff")})
+	windows := sshd.Start(t, sshd.Options{Emulate: sshtest.Sudo()})
+	target := func(name string, s *sshd.Server, command string) string {
+		y := "  - name: " + name + "\n    ssh: {address: \"" + s.Addr() + "\", user: " + s.User() + ", key_file: \"" + s.ClientKeyPath() +
+			"\", known_hosts_file: \"" + s.WriteKnownHosts(t) + "\", host_name: " + name
+		if command != "" {
+			y += ", command: \"" + command + "\""
+		}
+		return y + "}\n    hosts: {shutdown: true}\n"
+	}
+	srv := newNUT(t)
+	res := check(t, upsYAML(srv.Addr(), "ups: ups")+"targets:\n"+target("nas", refused, "")+target("web", allowed, "")+
+		target("win", windows, "shutdown /s /t 0"), 10*time.Second)
+	if len(res) != 5 {
+		t.Fatalf("%d results, want ups, 3 targets, plan", len(res))
+	}
+	wantResult(t, res[1], false, false,
+		[]string{"shutdown command `sudo -n systemctl poweroff` REFUSED", "sudo: a password is required"},
+		[]string{"on " + refused.Addr() + " add the sudoers rule `" + refused.User() + " ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff`"})
+	wantResult(t, res[2], true, false,
+		[]string{"shutdown command `sudo -n systemctl poweroff` allowed (`sudo -n -l systemctl poweroff`: /usr/bin/systemctl poweroff)"}, nil)
+	wantResult(t, res[3], true, true,
+		[]string{"shutdown command `shutdown /s /t 0` cannot be verified without running it"}, []string{"try it by hand"})
+
+	for _, s := range []*sshd.Server{refused, allowed, windows} {
+		for _, c := range s.Commands() {
+			if !strings.HasPrefix(c, "sudo -n -l ") && !strings.Contains(c, " command -v ") {
+				t.Errorf("the check sent %q to %s", c, s.Addr())
+			}
+		}
+	}
+	if got := allowed.Commands(); len(got) != 1 {
+		t.Errorf("allowed host got %q, want one sudo -n -l", got)
+	}
+	if got := windows.Commands(); len(got) != 0 {
+		t.Errorf("the Windows host was sent %q; its command must not even be probed", got)
 	}
 }

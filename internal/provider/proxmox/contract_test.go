@@ -211,6 +211,24 @@ func TestFakeWireContract(t *testing.T) {
 		}
 	}
 
+	// /access/permissions (PVE::API2::AccessControl "permissions"): a map
+	// of ACL path → {privilege: propagate flag}; with path=, that one
+	// path only, inheritance applied by the server.
+	perms := c.get(t, "/access/permissions", nil, 200).data.(map[string]any)
+	for _, p := range []string{"/", "/vms", "/nodes"} {
+		m, ok := perms[p].(map[string]any)
+		if !ok || m["VM.PowerMgmt"] != float64(1) || m["Sys.PowerMgmt"] != float64(1) || m["Sys.Console"] != float64(1) {
+			t.Errorf("/access/permissions[%q] = %v, want every privilege, propagated", p, perms[p])
+		}
+	}
+	one := c.get(t, "/access/permissions", url.Values{"path": {"/vms/101"}}, 200).data.(map[string]any)
+	if m, ok := one["/vms/101"].(map[string]any); len(one) != 1 || !ok || m["VM.PowerMgmt"] != float64(1) {
+		t.Errorf("/access/permissions?path=/vms/101 = %v", one)
+	}
+	if a := c.get(t, "/access/permissions", url.Values{"vmid": {"101"}}, 400); a.errs["vmid"] == "" {
+		t.Errorf("unknown parameter: errors %v", a.errs)
+	}
+
 	// /nodes/{n}/qemu and /nodes/{n}/lxc
 	if l := c.get(t, "/nodes/pve1/qemu", nil, 200).data.([]any); len(l) != 5 {
 		t.Errorf("/nodes/pve1/qemu: %d entries", len(l))
@@ -394,5 +412,101 @@ func TestFakeBareErrors(t *testing.T) {
 	if resp.StatusCode != 500 || resp.Status != "500 Configuration file 'nodes/pve1/qemu-server/999.conf' does not exist" ||
 		strings.TrimSpace(body.String()) != `{"data":null}` {
 		t.Fatalf("bare error: %q %q", resp.Status, body.String())
+	}
+}
+
+// TestFakePermissions pins how the fake evaluates a token's ACL, the way
+// PVE does: propagation from ancestors, the deepest applying path
+// replacing what is inherited, NoAccess, and that what GET
+// /access/permissions reports is exactly what the endpoints enforce.
+func TestFakePermissions(t *testing.T) {
+	f := conformanceFleet()
+	f.ACL = []pvetest.ACL{
+		{Path: "/", Propagate: true, Privileges: []string{"VM.Audit"}},
+		{Path: "/nodes", Propagate: true, Privileges: []string{"Sys.Audit"}},
+		{Path: "/vms", Propagate: true, Privileges: []string{"VM.Audit", "VM.PowerMgmt"}},
+		{Path: "/vms/102", Privileges: []string{"VM.Audit"}}, // replaces what /vms gives
+		{Path: "/vms/104", Privileges: nil},                  // NoAccess
+		{Path: "/nodes/pve1", Privileges: []string{"Sys.Audit", "Sys.PowerMgmt"}},
+	}
+	s := startFake(t, f)
+	c := newRaw(t, s)
+	privs := func(path string) map[string]any {
+		t.Helper()
+		ans := c.get(t, "/access/permissions", url.Values{"path": {path}}, 200).data.(map[string]any)
+		m, ok := ans[path].(map[string]any)
+		if len(ans) != 1 || !ok {
+			t.Fatalf("/access/permissions?path=%s = %v, want one entry for the path", path, ans)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		path string
+		want map[string]any
+	}{
+		{"/", map[string]any{"VM.Audit": float64(1)}},
+		{"/access", map[string]any{"VM.Audit": float64(1)}},
+		{"/vms/101", map[string]any{"VM.Audit": float64(1), "VM.PowerMgmt": float64(1)}},
+		{"/vms/102", map[string]any{"VM.Audit": float64(0)}},
+		{"/vms/104", map[string]any{}},
+		{"/nodes/pve1", map[string]any{"Sys.Audit": float64(0), "Sys.PowerMgmt": float64(0)}},
+		{"/nodes/pve2", map[string]any{"Sys.Audit": float64(1)}},
+	} {
+		got := privs(tc.path)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: %v, want %v", tc.path, got, tc.want)
+			continue
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("%s: %v, want %v", tc.path, got, tc.want)
+			}
+		}
+	}
+	// Without path: top-level and ACL paths, those with nothing left out.
+	all := c.get(t, "/access/permissions", nil, 200).data.(map[string]any)
+	for _, p := range []string{"/", "/nodes", "/vms", "/vms/102", "/nodes/pve1"} {
+		if _, ok := all[p]; !ok {
+			t.Errorf("/access/permissions lacks %s: %v", p, all)
+		}
+	}
+	if _, ok := all["/vms/104"]; ok {
+		t.Errorf("/access/permissions lists the NoAccess path: %v", all)
+	}
+	c.get(t, "/access/permissions", url.Values{"userid": {tokenID}}, 200)
+	if a := c.get(t, "/access/permissions", url.Values{"userid": {"root@pam"}}, 403); a.msg != "Permission check failed (/access, Sys.Audit)\n" {
+		t.Errorf("other user's permissions: %q", a.msg)
+	}
+
+	// Enforcement matches the report.
+	if a := c.post(t, "/nodes/pve1/qemu/102/status/stop", nil, 403); a.msg != "Permission check failed (/vms/102, VM.PowerMgmt)\n" {
+		t.Errorf("stop without VM.PowerMgmt: %q", a.msg)
+	}
+	if a := c.get(t, "/nodes/pve1/qemu/104/status/current", nil, 403); a.msg != "Permission check failed (/vms/104, VM.Audit)\n" {
+		t.Errorf("status without VM.Audit: %q", a.msg)
+	}
+	if a := c.post(t, "/nodes/pve1/qemu/101/agent/ping", nil, 403); a.msg != "Permission check failed (/vms/101, VM.Monitor)\n" {
+		t.Errorf("agent ping without VM.Monitor: %q", a.msg)
+	}
+	if a := c.call(t, http.MethodPut, "/cluster/ha/resources/vm:106", url.Values{"state": {"stopped"}}, c.auth, 403); a.msg != "Permission check failed (/, Sys.Console)\n" {
+		t.Errorf("HA change without Sys.Console: %q", a.msg)
+	}
+	if a := c.post(t, "/nodes/pve2/status", url.Values{"command": {"shutdown"}}, 403); a.msg != "Permission check failed (/nodes/pve2, Sys.PowerMgmt)\n" {
+		t.Errorf("node shutdown without Sys.PowerMgmt: %q", a.msg)
+	}
+	for _, e := range c.get(t, "/cluster/resources", url.Values{"type": {"vm"}}, 200).data.([]any) {
+		if e.(map[string]any)["vmid"] == float64(104) {
+			t.Error("/cluster/resources lists a guest the token may not audit")
+		}
+	}
+	up := c.post(t, "/nodes/pve1/qemu/101/status/stop", nil, 200).data.(string)
+	if st := c.waitTask(t, "pve1", up); st["exitstatus"] != "OK" {
+		t.Errorf("stop with VM.PowerMgmt: %v", st)
+	}
+	if len(s.NodeShutdowns()) != 0 {
+		t.Error("a refused node shutdown was carried out")
+	}
+	if _, err := pvetest.NewServer(pvetest.Fleet{Nodes: []pvetest.Node{{Name: "n"}}, ACL: []pvetest.ACL{{Path: "vms/"}}}); err == nil {
+		t.Error("an unnormalized ACL path was accepted")
 	}
 }

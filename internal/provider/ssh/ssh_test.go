@@ -315,6 +315,8 @@ func TestUnreachable(t *testing.T) {
 	wantClass(t, "ShutdownHost(closed port)", p.ShutdownHost(t.Context(), addr, false), provider.Unreachable)
 	_, err = p.Inventory(t.Context())
 	wantClass(t, "Inventory(closed port)", err, provider.Unreachable)
+	_, err = p.CheckCommand(t.Context())
+	wantClass(t, "CheckCommand(closed port)", err, provider.Unreachable)
 
 	// The caller's context ending first is Transient and wraps ctx.Err().
 	ctx, cancel := context.WithCancel(t.Context())

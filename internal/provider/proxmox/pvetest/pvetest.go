@@ -3,9 +3,11 @@
 // 127.0.0.1 with its own CA, API-token authentication, every answer wrapped
 // in {"data": …}, errors as PVE sends them, power actions as worker tasks
 // with real-format UPIDs that run over time, guests that take a while to
-// shut down or ignore the request, a guest agent that may be down, VM.PowerMgmt
-// denials, node shutdown and a minimal HA stack that restarts HA-managed
-// guests whose requested state is still "started".
+// shut down or ignore the request, a guest agent that may be down, the
+// token's ACL (enforced on the endpoints below and reported by GET
+// /access/permissions) and VM.PowerMgmt denials, node shutdown and a
+// minimal HA stack that restarts HA-managed guests whose requested state is
+// still "started".
 //
 // It models only the endpoints sundown uses; see the proxmox provider's
 // README for the list and the known differences from a real PVE 8.
@@ -78,10 +80,50 @@ type Fleet struct {
 	// NodeShutdownDelay is how long a node takes to go offline after a
 	// shutdown command (default 100 ms).
 	NodeShutdownDelay time.Duration
+	// ACL, when not nil, is what the token may do, path by path (see
+	// ACL): the fake enforces it on the endpoints below and answers GET
+	// /access/permissions from it. Nil grants every privilege on "/" with
+	// propagation (Administrator), as before ACLs were modelled.
+	// DenyPowerMgmt and DenyMonitor apply on top of it.
+	//
+	// Enforced: VM.Audit (status/current; guests without it are left out
+	// of /cluster/resources), VM.PowerMgmt (guest status/* actions),
+	// VM.Monitor (agent ping) on /vms/{vmid}; Sys.PowerMgmt (node
+	// shutdown) on /nodes/{node}; Sys.Console on / (HA resource changes).
+	ACL []ACL
 	// BareErrors leaves the "message" member out of error bodies
 	// ({"data":null} only), as some PVE versions and endpoints answer; the
 	// message is then only in the HTTP status line.
 	BareErrors bool
+}
+
+// ACL is one access-control entry of the fake's token: Privileges on Path
+// ("/", "/vms", "/vms/101", "/nodes/pve1", …) and, when Propagate, on every
+// path below it. As PVE evaluates ACLs (PVE::AccessControl::roles), the
+// entries of the deepest path on the way from "/" to the checked path
+// that apply there (all entries on the path itself, propagating ones on
+// its ancestors) replace whatever came from above; an entry with no
+// privileges is NoAccess. The entries stand for the token's effective
+// ACL, i.e. a privilege-separated token's ACL already intersected with
+// its user's (the fake has no users).
+type ACL struct {
+	Path       string
+	Privileges []string
+	Propagate  bool
+}
+
+// AllPrivileges are the privileges of PVE 8's Administrator role, which
+// the token holds everywhere when Fleet.ACL is nil.
+var AllPrivileges = []string{
+	"Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Datastore.Audit",
+	"Group.Allocate", "Mapping.Audit", "Mapping.Modify", "Mapping.Use", "Permissions.Modify",
+	"Pool.Allocate", "Pool.Audit", "Realm.Allocate", "Realm.AllocateUser",
+	"SDN.Allocate", "SDN.Audit", "SDN.Use",
+	"Sys.AccessNetwork", "Sys.Audit", "Sys.Console", "Sys.Incoming", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog",
+	"User.Modify", "VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone",
+	"VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk", "VM.Config.HWType",
+	"VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.Console", "VM.Migrate",
+	"VM.Monitor", "VM.PowerMgmt", "VM.Snapshot", "VM.Snapshot.Rollback",
 }
 
 // GuestState is a guest's state as the fake holds it.
@@ -195,6 +237,11 @@ func NewServer(f Fleet) (*Server, error) {
 	}
 	for _, id := range f.DenyPowerMgmt {
 		s.deny[id] = true
+	}
+	for i, a := range f.ACL {
+		if normPath(a.Path) != a.Path {
+			return nil, fmt.Errorf("pvetest: ACL[%d]: path %q is not a normalized ACL path (want e.g. /vms/101)", i, a.Path)
+		}
 	}
 	var err error
 	if s.pki, err = newPKI(); err != nil {
@@ -458,6 +505,8 @@ func (s *Server) route(r *http.Request, seg []string) (any, error) {
 		return s.listNodes(), nil
 	case len(seg) == 2 && seg[0] == "cluster" && seg[1] == "resources" && get:
 		return s.resources(r.Form.Get("type")), nil
+	case len(seg) == 2 && seg[0] == "access" && seg[1] == "permissions" && get:
+		return s.permissions(r)
 	case len(seg) >= 3 && seg[0] == "cluster" && seg[1] == "ha" && seg[2] == "resources":
 		return s.ha(r, seg[3:])
 	case len(seg) >= 2 && seg[0] == "nodes":
@@ -506,6 +555,9 @@ func (s *Server) resources(typ string) []map[string]any {
 	}
 	if typ == "" || typ == "vm" {
 		for _, g := range s.sortedGuests() {
+			if !s.allowed(vmPath(g.VMID), "VM.Audit") {
+				continue // PVE lists only the guests the token may audit
+			}
 			status := g.status
 			if s.nodes[g.Node] != "online" {
 				status = "unknown"
@@ -541,6 +593,9 @@ func (s *Server) ha(r *http.Request, seg []string) (any, error) {
 			return s.haEntry(g), nil
 		case http.MethodPut:
 			// Modifying HA resources needs Sys.Console on /.
+			if !s.allowed("/", "Sys.Console") {
+				return nil, errf(403, "Permission check failed (/, Sys.Console)")
+			}
 			st := r.Form.Get("state")
 			switch st {
 			case "":
@@ -617,6 +672,9 @@ func (s *Server) nodeRoute(r *http.Request, node string, seg []string, get, post
 	}
 	switch {
 	case len(seg) == 1 && seg[0] == "status" && post:
+		if !s.allowed("/nodes/"+node, "Sys.PowerMgmt") {
+			return nil, errf(403, "Permission check failed (/nodes/%s, Sys.PowerMgmt)", node)
+		}
 		cmd := r.Form.Get("command")
 		if cmd != "shutdown" && cmd != "reboot" {
 			return nil, &apiError{code: 400, msg: "Parameter verification failed.",
@@ -685,6 +743,9 @@ func (s *Server) guestRoute(r *http.Request, node, typ, id string, seg []string,
 	}
 	switch {
 	case len(seg) == 2 && seg[0] == "status" && seg[1] == "current" && get:
+		if !s.allowed(vmPath(vmid), "VM.Audit") {
+			return nil, errf(403, "Permission check failed (/vms/%d, VM.Audit)", vmid)
+		}
 		m := map[string]any{"vmid": g.VMID, "name": g.Name, "status": g.status, "uptime": 0}
 		if g.status == "running" {
 			m["uptime"] = 100
@@ -703,7 +764,7 @@ func (s *Server) guestRoute(r *http.Request, node, typ, id string, seg []string,
 		}
 		return m, nil
 	case len(seg) == 2 && seg[0] == "agent" && seg[1] == "ping" && post && typ == "qemu":
-		if slices.Contains(s.fleet.DenyMonitor, vmid) {
+		if !s.allowed(vmPath(vmid), "VM.Monitor") {
 			return nil, errf(403, "Permission check failed (/vms/%d, VM.Monitor)", vmid)
 		}
 		if g.status != "running" {
@@ -714,7 +775,7 @@ func (s *Server) guestRoute(r *http.Request, node, typ, id string, seg []string,
 		}
 		return map[string]any{}, nil
 	case len(seg) == 2 && seg[0] == "status" && post:
-		if s.denyNext[vmid] || s.deny[vmid] {
+		if s.denyNext[vmid] || !s.allowed(vmPath(vmid), "VM.PowerMgmt") {
 			delete(s.denyNext, vmid)
 			return nil, errf(403, "Permission check failed (/vms/%d, VM.PowerMgmt)", vmid)
 		}
