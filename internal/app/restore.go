@@ -164,31 +164,16 @@ func readyOf(c *config.Config, st plan.Step) *config.Ready {
 	return nil
 }
 
-// Provider returns the provider of a target, connecting it when needed.
+// Provider returns the provider of a target, connecting it (and only it)
+// when needed, bounded by ctx's deadline or 30 s.
 func (f *Fleet) Provider(ctx context.Context, target string) (provider.Provider, error) {
-	if p := f.Targets()[target]; p != nil {
-		return p, nil
-	}
 	for _, t := range f.targets {
-		if t.Name != target {
-			continue
-		}
-		timeout := 30 * time.Second
-		if d, ok := ctx.Deadline(); ok {
-			timeout = max(time.Until(d), 0)
-		}
-		if errs := f.Connect(ctx, timeout); len(errs) > 0 {
-			if p := f.Targets()[target]; p != nil {
-				return p, nil
+		if t.Name == target {
+			timeout := 30 * time.Second
+			if d, ok := ctx.Deadline(); ok {
+				timeout = max(time.Until(d), 0)
 			}
-			for _, e := range errs {
-				if strings.HasPrefix(e.Error(), "target "+target+":") {
-					return nil, e
-				}
-			}
-		}
-		if p := f.Targets()[target]; p != nil {
-			return p, nil
+			return f.connect(ctx, t, timeout)
 		}
 	}
 	return nil, fmt.Errorf("no target %q", target)

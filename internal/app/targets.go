@@ -93,32 +93,41 @@ func NewFleet(c *config.Config, log *slog.Logger) *Fleet {
 func (f *Fleet) Connect(ctx context.Context, timeout time.Duration) []error {
 	var errs []error
 	for _, t := range f.targets {
-		f.mu.Lock()
-		_, ok := f.provs[t.Name]
-		f.mu.Unlock()
-		if ok {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		p, err := f.dial(cctx, t, f.log)
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("target %s: %w", t.Name, err))
-			continue
-		}
-		f.mu.Lock()
-		_, dup := f.provs[t.Name]
-		if !dup {
-			f.provs[t.Name] = p
-		}
-		f.mu.Unlock()
-		if dup {
-			// Another caller (the plan loop and a resumed shutdown start
-			// together) connected it meanwhile: keep one session.
-			_ = p.Close()
+		if _, err := f.connect(ctx, t, timeout); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errs
+}
+
+// connect returns t's provider, dialing it (bounded by timeout) when it is
+// not connected yet. Errors name the target.
+func (f *Fleet) connect(ctx context.Context, t config.Target, timeout time.Duration) (provider.Provider, error) {
+	f.mu.Lock()
+	p, ok := f.provs[t.Name]
+	f.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	p, err := f.dial(cctx, t, f.log)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	f.mu.Lock()
+	prev, dup := f.provs[t.Name]
+	if !dup {
+		f.provs[t.Name] = p
+	}
+	f.mu.Unlock()
+	if dup {
+		// Another caller (the plan loop and a resumed shutdown start
+		// together) connected it meanwhile: keep one session.
+		_ = p.Close()
+		return prev, nil
+	}
+	return p, nil
 }
 
 // Targets returns the connected providers by target name.
