@@ -386,29 +386,33 @@ func (a *App) Run(ctx context.Context) error {
 				a.runShed(srcCtx, st, why)
 			})
 		}
-		a.showRestore(needRestore && restoreDone == nil, *a.cfg.Restore.Auto, in.States, rule, now)
-		if needRestore && restoreDone == nil && shedRunning == 0 && *a.cfg.Restore.Auto {
-			if ok, why := policy.RestoreReady(a.pcfg, rule, in.States, now); ok {
-				rctx, cancel := context.WithCancel(srcCtx)
-				done := make(chan struct{})
-				restoreDone, stopRestore = done, cancel
-				wg.Go(func() {
-					defer close(done)
-					defer cancel()
-					a.runRestore(rctx, why)
-				})
-			}
+		due, auto := needRestore && restoreDone == nil, *a.cfg.Restore.Auto
+		var ready bool
+		var why string
+		if due {
+			ready, why = policy.RestoreReady(a.pcfg, rule, in.States, now)
+		}
+		a.showRestore(due, auto, ready, why)
+		if due && ready && auto && shedRunning == 0 {
+			rctx, cancel := context.WithCancel(srcCtx)
+			done := make(chan struct{})
+			restoreDone, stopRestore = done, cancel
+			wg.Go(func() {
+				defer close(done)
+				defer cancel()
+				a.runRestore(rctx, why)
+			})
 		}
 	}
 }
 
 // showRestore keeps the snapshot's restore status current: due or not,
-// and what it waits for.
-func (a *App) showRestore(due, auto bool, states []power.State, rule policy.RestoreRule, now time.Time) {
+// and what it waits for (why, when not ready).
+func (a *App) showRestore(due, auto, ready bool, why string) {
 	var rs *RestoreStatus
 	if due {
 		rs = &RestoreStatus{Auto: auto}
-		if ok, why := policy.RestoreReady(a.pcfg, rule, states, now); !ok {
+		if !ready {
 			rs.Waiting = why
 		}
 		if !auto {

@@ -20,13 +20,9 @@ type RestoreRule struct {
 // name for their power values) at now. It returns whether the restore may
 // start and, either way, why (the first condition not met, or a summary).
 func RestoreReady(cfg Config, rule RestoreRule, states []power.State, now time.Time) (bool, string) {
-	value := map[string]int{}
-	for _, r := range cfg.UPS {
-		value[r.Name] = r.PowerValue
-	}
 	feeding := 0
 	for _, s := range states {
-		if v, ok := value[s.Name]; ok && v == 0 {
+		if monitorOnly(cfg, s.Name) {
 			continue
 		}
 		feeding++
@@ -66,12 +62,8 @@ type ShedRule struct {
 // do, so flapping power sheds nothing.
 func ShedDue(cfg Config, rule ShedRule, states []power.State, now time.Time) (bool, string) {
 	cfg = cfg.WithDefaults()
-	value := map[string]int{}
-	for _, r := range cfg.UPS {
-		value[r.Name] = r.PowerValue
-	}
 	for _, s := range states {
-		if v, ok := value[s.Name]; (ok && v == 0) || !s.OnBattery() || s.OBSince.IsZero() {
+		if monitorOnly(cfg, s.Name) || !s.OnBattery() || s.OBSince.IsZero() {
 			continue
 		}
 		ob := now.Sub(s.OBSince)
@@ -88,4 +80,15 @@ func ShedDue(cfg Config, rule ShedRule, states []power.State, now time.Time) (bo
 		}
 	}
 	return false, ""
+}
+
+// monitorOnly reports whether the UPS's rule gives it power value 0 (it is
+// watched but feeds nothing). A UPS without a rule feeds the site.
+func monitorOnly(cfg Config, name string) bool {
+	for _, r := range cfg.UPS {
+		if r.Name == name {
+			return r.PowerValue == 0
+		}
+	}
+	return false
 }
