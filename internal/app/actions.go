@@ -40,7 +40,7 @@ func (a *App) Drill(ctx context.Context, only []string, dryRun bool) error {
 		return errors.New("no plan yet: the targets have not been discovered")
 	}
 	for _, g := range only {
-		if !hasGroup(p, g) {
+		if !p.HasGroup(g) {
 			return fmt.Errorf("no group %q in the plan", g)
 		}
 	}

@@ -256,7 +256,7 @@ func (a *App) runShed(ctx context.Context, st config.ShedStage, reason string) {
 	}
 	var only []string
 	for _, g := range st.Groups {
-		if hasGroup(p, g) {
+		if p.HasGroup(g) {
 			only = append(only, g)
 		}
 	}
@@ -265,13 +265,4 @@ func (a *App) runShed(ctx context.Context, st config.ShedStage, reason string) {
 		return
 	}
 	a.execRun(ctx, plan.RunShed, p, plan.ExecOptions{Only: only, Hooks: a.runHook}, nil)
-}
-
-func hasGroup(p *plan.Plan, name string) bool {
-	for _, g := range p.Groups {
-		if g.Name == name {
-			return true
-		}
-	}
-	return false
 }

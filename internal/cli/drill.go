@@ -66,7 +66,7 @@ func drill(ctx context.Context, out io.Writer, log *slog.Logger, c *config.Confi
 		return &exitError{code: 2, err: errors.New("the plan has errors (listed above)")}
 	}
 	for _, g := range only {
-		if !hasGroup(p, g) {
+		if !p.HasGroup(g) {
 			return &exitError{code: 2, err: fmt.Errorf("--only %s: no such group in the plan", g)}
 		}
 	}
@@ -100,13 +100,4 @@ func drill(ctx context.Context, out io.Writer, log *slog.Logger, c *config.Confi
 		return &exitError{code: 1, err: fmt.Errorf("the drill found %d failed step(s) and %d unreachable target(s)", len(failed), len(errs))}
 	}
 	return nil
-}
-
-func hasGroup(p *plan.Plan, name string) bool {
-	for _, g := range p.Groups {
-		if g.Name == name {
-			return true
-		}
-	}
-	return false
 }

@@ -267,7 +267,7 @@ func Execute(ctx context.Context, p *Plan, targets Targets, opts ExecOptions) (*
 	}
 	only := map[string]bool{}
 	for _, g := range opts.Only {
-		if !slices.ContainsFunc(p.Groups, func(gi GroupInfo) bool { return gi.Name == g }) {
+		if !p.HasGroup(g) {
 			return nil, fmt.Errorf("execute: drill of unknown group %q", g)
 		}
 		only[g] = true
@@ -490,7 +490,7 @@ func (e *executor) run() (*Report, error) {
 	for i := range p.Steps {
 		slotless[i] = p.Steps[i].Kind == StepGroup
 	}
-	d.rank = p.ranks(dur, slotless, e.caps)
+	d.rank, _ = p.ranks(dur, slotless, e.caps)
 	onInstant := func(v int32) { e.finishInstant(int(v)) }
 	d.start(onInstant)
 

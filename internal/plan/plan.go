@@ -45,6 +45,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -405,6 +406,11 @@ func (p *Plan) Lookup(key string) (int, bool) {
 	}
 	id, ok := p.keys[key]
 	return id, ok
+}
+
+// HasGroup reports whether the plan has a group of that name.
+func (p *Plan) HasGroup(name string) bool {
+	return slices.ContainsFunc(p.Groups, func(g GroupInfo) bool { return g.Name == name })
 }
 
 // Problem is one thing wrong (or suspicious, when Warning) with a Spec.

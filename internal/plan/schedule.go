@@ -115,8 +115,7 @@ func (p *Plan) Estimate(caps Caps) Schedule {
 	s.LowerBound = max(s.CriticalPathLen, s.WorkBound, s.HostBound)
 
 	// The simulation, with the priorities the executor will use.
-	rank := p.ranks(dur, slotless, caps)
-	sim := simulate(p, dur, slotless, caps, rank)
+	_, sim := p.ranks(dur, slotless, caps)
 	s.Start, s.End, s.Lane = sim.start, sim.end, sim.lane
 	for i := range n {
 		s.Makespan = max(s.Makespan, s.End[i])
@@ -183,30 +182,27 @@ func simulate(p *Plan, dur []time.Duration, slotless []bool, caps Caps, rank []t
 const fbiPasses = 3
 
 // ranks returns the priorities of the plan's steps for the dispatcher (nil:
-// its own). It starts from the dispatcher's list schedule and improves it
-// by forward-backward passes (the "justification" of Valls, Ballestín and
-// Quintanilla, 2005): schedule the reversed DAG with the latest-finishing
-// steps first, then forward again with the steps that the backward pass
-// put first in time (latest there) first; keep the best. Each pass is a
-// list schedule under the same caps, so any result is feasible; with
-// durations as estimated the executor reproduces it, with other durations
-// it degrades to a list schedule in that order.
-func (p *Plan) ranks(dur []time.Duration, slotless []bool, caps Caps) []time.Duration {
-	n := len(p.Steps)
+// its own) and the schedule they give. It starts from the dispatcher's list
+// schedule and improves it by forward-backward passes (the "justification"
+// of Valls, Ballestín and Quintanilla, 2005): schedule the reversed DAG
+// with the latest-finishing steps first, then forward again with the steps
+// that the backward pass put first in time (latest there) first; keep the
+// best. Each pass is a list schedule under the same caps, so any result is
+// feasible; with durations as estimated the executor reproduces it, with
+// other durations it degrades to a list schedule in that order.
+func (p *Plan) ranks(dur []time.Duration, slotless []bool, caps Caps) ([]time.Duration, simulation) {
 	best := simulate(p, dur, slotless, caps, nil)
 	var bestRank []time.Duration
 	rev := p.reversed()
 	fwd := best
 	for range fbiPasses {
-		back := simulate(rev, dur, slotless, caps, fwd.end)
-		rank := make([]time.Duration, n)
-		copy(rank, back.end)
+		rank := simulate(rev, dur, slotless, caps, fwd.end).end
 		fwd = simulate(p, dur, slotless, caps, rank)
 		if fwd.makespan < best.makespan {
 			best, bestRank = fwd, rank
 		}
 	}
-	return bestRank
+	return bestRank, best
 }
 
 // reversed is p with every dependency turned around (same steps, kinds,
