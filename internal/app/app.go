@@ -434,11 +434,11 @@ func (a *App) restoreDue() bool {
 	if a.fleet == nil {
 		return false
 	}
-	runs, err := plan.ReadUnrestored(a.journalPath())
+	j, err := plan.ReadJournal(a.journalPath())
 	if err != nil {
 		return false
 	}
-	for _, r := range runs {
+	for _, r := range j.Unrestored() {
 		if r.Kind == plan.RunShutdown || r.Kind == plan.RunShed {
 			return true
 		}

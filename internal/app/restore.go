@@ -23,10 +23,11 @@ var ErrNothingToRestore = errors.New("nothing to restore: no shutdown, shed stag
 // since the last full restore (see plan.MergeRuns), for the groups in only
 // (empty: all). It returns the plan and the ID of the newest run it undoes.
 func PlanRestore(c *config.Config, journalPath string, only []string) (*plan.Plan, string, error) {
-	runs, err := plan.ReadUnrestored(journalPath)
+	j, err := plan.ReadJournal(journalPath)
 	if err != nil {
 		return nil, "", err
 	}
+	runs := j.Unrestored()
 	if len(runs) == 0 {
 		return nil, "", ErrNothingToRestore
 	}
@@ -39,7 +40,7 @@ func PlanRestore(c *config.Config, journalPath string, only []string) (*plan.Pla
 		Caps:        plan.Caps{Global: c.Shutdown.Caps.Global, PerHost: c.Shutdown.Caps.PerHost},
 		HostTimeout: r.HostTimeout.D(), MaintenanceTimeout: r.MaintenanceTimeout.D(), GuestTimeout: r.GuestTimeout.D(),
 		GroupTimeout: map[string]time.Duration{},
-		History:      LearnedDurations(journalPath),
+		History:      j.History(),
 		Only:         only,
 	}
 	for _, g := range c.Shutdown.Groups {

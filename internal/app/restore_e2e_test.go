@@ -195,7 +195,11 @@ shutdown:
 		t.Error("a host is still in maintenance mode after the restore")
 	}
 	r.waitFor(t, "no restore due any more", 5*time.Second, func(s app.Snapshot) bool { return s.Restore == nil })
-	runs, err := plan.ReadUnrestored(app.JournalPath(c))
+	var runs []plan.FinishedRun
+	j, err := plan.ReadJournal(app.JournalPath(c))
+	if err == nil {
+		runs = j.Unrestored()
+	}
 	if err != nil || len(runs) != 0 {
 		t.Errorf("journal after the restore: %d unrestored runs (%v)", len(runs), err)
 	}

@@ -246,7 +246,7 @@ func OpenJournal(path string) (*Journal, error) {
 // ReadHistory reads the journal at path without opening it for writing
 // (nothing is created or repaired) and returns its History.
 func ReadHistory(path string) (map[string]time.Duration, error) {
-	j, err := readOnly(path)
+	j, err := ReadJournal(path)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +256,7 @@ func ReadHistory(path string) (map[string]time.Duration, error) {
 // ReadPending reads the journal at path without opening it for writing and
 // returns its Pending run.
 func ReadPending(path string) (RunState, bool, error) {
-	j, err := readOnly(path)
+	j, err := ReadJournal(path)
 	if err != nil {
 		return RunState{}, false, err
 	}
@@ -264,7 +264,10 @@ func ReadPending(path string) (RunState, bool, error) {
 	return rs, ok, nil
 }
 
-func readOnly(path string) (*Journal, error) {
+// ReadJournal reads the journal at path without opening it for writing
+// (nothing is created or repaired): a snapshot to query (Pending, History,
+// Unrestored); appends to it fail.
+func ReadJournal(path string) (*Journal, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read journal %s: %w", path, err)
@@ -438,16 +441,6 @@ func (j *Journal) Unrestored() []FinishedRun {
 		out[i] = f
 	}
 	return out
-}
-
-// ReadUnrestored reads the journal at path without opening it for writing
-// and returns its Unrestored runs.
-func ReadUnrestored(path string) ([]FinishedRun, error) {
-	j, err := readOnly(path)
-	if err != nil {
-		return nil, err
-	}
-	return j.Unrestored(), nil
 }
 
 // MergeRuns folds finished runs into one for RestorePlan: the plan of the
