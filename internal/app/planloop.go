@@ -2,8 +2,8 @@ package app
 
 import (
 	"context"
+	"errors"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/sundown-ups/sundown/internal/config"
@@ -67,8 +67,8 @@ func targetStatuses(c *config.Config, p *plan.Plan, errs []error) []TargetStatus
 	for i, t := range c.Targets {
 		ts := TargetStatus{Name: t.Name, Reachable: true}
 		for _, e := range errs {
-			if strings.HasPrefix(e.Error(), "target "+t.Name+":") {
-				ts.Reachable, ts.Err = false, strings.TrimPrefix(e.Error(), "target "+t.Name+": ")
+			if te, ok := errors.AsType[*TargetError](e); ok && te.Target == t.Name {
+				ts.Reachable, ts.Err = false, te.Err.Error()
 				break
 			}
 		}

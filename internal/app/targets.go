@@ -70,6 +70,16 @@ func newSSH(ctx context.Context, target string, v config.SSHHost, log *slog.Logg
 	})
 }
 
+// TargetError is a target that could not be reached or read; it prints as
+// "target NAME: cause".
+type TargetError struct {
+	Target string
+	Err    error
+}
+
+func (e *TargetError) Error() string { return "target " + e.Target + ": " + e.Err.Error() }
+func (e *TargetError) Unwrap() error { return e.Err }
+
 // Fleet holds the providers of every configured target. A target that
 // cannot be reached is reported and tried again on the next call; it never
 // stops sundown from watching the power.
@@ -113,7 +123,7 @@ func (f *Fleet) connect(ctx context.Context, t config.Target, timeout time.Durat
 	p, err := f.dial(cctx, t, f.log)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		return nil, &TargetError{Target: t.Name, Err: err}
 	}
 	f.mu.Lock()
 	prev, dup := f.provs[t.Name]
@@ -156,7 +166,7 @@ func (f *Fleet) Inventories(ctx context.Context, timeout time.Duration) ([]plan.
 		inv, err := p.Inventory(ictx)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("target %s: inventory: %w", t.Name, err))
+			errs = append(errs, &TargetError{Target: t.Name, Err: fmt.Errorf("inventory: %w", err)})
 			continue
 		}
 		invs = append(invs, TargetInventory(t, plan.TargetInventory{Inventory: inv}))
