@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/sundown-ups/sundown/internal/peer/sundownbin"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,49 +69,16 @@ var (
 func sundownBinary(t *testing.T, dir string) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
+		var took time.Duration
+		builtBin, took, buildErr = sundownbin.Build(context.Background(), dir)
+		if buildErr == nil {
+			t.Logf("built %s (race %v) in %.1fs", builtBin, sundownbin.Race(), took.Seconds())
 		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			buildErr = fmt.Errorf("go env GOMOD: not in a module")
-			return
-		}
-		bin := filepath.Join(dir, "sundown")
-		args := []string{"build", "-o", bin}
-		if raceBuild() {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/sundown")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = filepath.Dir(gomod)
-		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-			return
-		}
-		t.Logf("built %s (race %v) in %.1fs", bin, raceBuild(), time.Since(start).Seconds())
-		builtBin = bin
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return builtBin
-}
-
-func raceBuild() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // suite is what every scenario shares: the binary and the secret scanner.

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/sundown-ups/sundown/internal/peer/sundownbin"
 	"io"
 	"net"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,7 +57,6 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
-	buildOut  []byte
 )
 
 // sundownBinary builds cmd/sundown once per test run (with -race when this
@@ -65,48 +64,16 @@ var (
 func sundownBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			buildErr = fmt.Errorf("go env GOMOD: not in a module")
-			return
-		}
-		bin := filepath.Join(buildDir, "sundown")
-		args := []string{"build", "-o", bin}
-		if raceBuild() {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/sundown")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = filepath.Dir(gomod)
-		start := time.Now()
-		buildOut, buildErr = cmd.CombinedOutput()
+		var took time.Duration
+		binPath, took, buildErr = sundownbin.Build(context.Background(), buildDir)
 		if buildErr == nil {
-			binPath = bin
-			fmt.Fprintf(os.Stderr, "chaos: built %s (race %v) in %.1fs\n", bin, raceBuild(), time.Since(start).Seconds())
+			fmt.Fprintf(os.Stderr, "chaos: built %s (race %v) in %.1fs\n", binPath, sundownbin.Race(), took.Seconds())
 		}
 	})
 	if buildErr != nil {
-		t.Fatalf("build sundown: %v\n%s", buildErr, buildOut)
+		t.Fatalf("build sundown: %v", buildErr)
 	}
 	return binPath
-}
-
-func raceBuild() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // newSecret returns a distinctive value that a leak scan can find: kind, a

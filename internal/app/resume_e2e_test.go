@@ -5,10 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/sundown-ups/sundown/internal/peer/sundownbin"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -229,42 +228,12 @@ func testSIGTERMFinishesFirst(t *testing.T, bin string) {
 // detector when this test binary has it.
 func e2eBuild(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	bin, took, err := sundownbin.Build(t.Context(), t.TempDir())
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		t.Fatal(err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatal("go env GOMOD: not in a module")
-	}
-	bin := filepath.Join(t.TempDir(), "sundown")
-	args := []string{"build", "-o", bin}
-	if e2eRace() {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/sundown")
-	cmd := exec.CommandContext(t.Context(), "go", args...)
-	cmd.Dir = filepath.Dir(gomod)
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s (race %v) in %.1fs", bin, e2eRace(), time.Since(start).Seconds())
+	t.Logf("built %s (race %v) in %.1fs", bin, sundownbin.Race(), took.Seconds())
 	return bin
-}
-
-// e2eRace reports whether this test binary was built with -race.
-func e2eRace() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // e2eSite is one test's world: the vSphere simulator, upsd, a config.
