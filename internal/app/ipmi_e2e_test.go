@@ -51,15 +51,13 @@ targets:
 	// The host is off now: so is its chassis.
 	bmc.SetPower(t, false)
 	// The BMC powers the chassis on; the host boots a moment later.
+	bootCtx, stopBoot := context.WithTimeout(t.Context(), 30*time.Second)
+	defer stopBoot()
 	booted := make(chan struct{})
 	go func() {
 		defer close(booted)
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if bmc.Power(t) == "1" {
-				time.Sleep(300 * time.Millisecond)
-				_ = sim.BootHost("esx-01")
-				return
-			}
+		if bmc.WaitPowerOn(bootCtx) == nil {
+			_ = sim.BootHost("esx-01")
 		}
 	}()
 	srv.SetStatus("ups", "OL CHRG")

@@ -129,13 +129,15 @@ shutdown:
 
 	// Mains returns, the battery is low at first: no restore yet.
 	srv.SetVars("ups", map[string]string{"ups.status": "OL CHRG", "battery.charge": "30"})
-	time.Sleep(3 * time.Second) // longer than restore.after: only the charge holds it back
+	// The charge is the reason shown only once restore.after has passed
+	// (RestoreReady checks the time on line first): from then on, only the
+	// charge holds the restore back.
+	r.waitFor(t, "the restore shown as waiting for the charge", 10*time.Second, func(s app.Snapshot) bool {
+		return s.Restore != nil && s.Restore.Auto && strings.Contains(s.Restore.Waiting, "battery charge 30 % below 50 %")
+	})
 	if len(nic.woken()) != 0 {
 		t.Fatal("restore started with the battery below restore.min_charge")
 	}
-	r.waitFor(t, "the restore shown as waiting for the charge", 5*time.Second, func(s app.Snapshot) bool {
-		return s.Restore != nil && s.Restore.Auto && strings.Contains(s.Restore.Waiting, "battery charge 30 % below 50 %")
-	})
 	srv.SetVars("ups", map[string]string{"ups.status": "OL CHRG", "battery.charge": "80"})
 	s := r.waitFor(t, "restore done", 60*time.Second, func(s app.Snapshot) bool {
 		return s.Shutdown != nil && s.Shutdown.Kind == "restore" && s.Shutdown.State == "done"

@@ -6,6 +6,7 @@ package ipmisim
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -247,4 +248,22 @@ func (s *Sim) SetPower(t testing.TB, on bool) {
 		v = "1"
 	}
 	mustWrite(t, filepath.Join(s.dir, "power"), v+"\n", 0o644)
+}
+
+// WaitPowerOn returns once a chassis command has powered the chassis on,
+// or ctx's error. It polls the state file (no IPMI traffic) and may run
+// on any goroutine.
+func (s *Sim) WaitPowerOn(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := os.ReadFile(filepath.Join(s.dir, "power")); err == nil && strings.TrimSpace(string(b)) == "1" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
